@@ -28,7 +28,7 @@ def suite(name: str):
 
 def attention_grid(quick: bool) -> List[int]:
     """Side lengths H = W of the token grids measured in chapter 1."""
-    return [8, 16, 24, 32] if quick else [14, 28, 42, 56, 70, 84, 112]
+    return [16, 32, 48, 64] if quick else [16, 32, 48, 64, 80, 96, 112, 128]
 
 
 @suite("attention")
@@ -47,7 +47,7 @@ def bench_attention(device: str | torch.device = "cpu", quick: bool = True,
                 "SRA R=4": dict(sr_ratio=4), "SRA R=8": dict(sr_ratio=8),
                 "linear SRA (7x7)": dict(linear=True)}
     ffns = {"Mlp": Mlp, "ConvFFN": ConvFFN, "CFFN": CFFN}
-    runs, warmup = (5, 2) if quick else (50, 10)
+    runs, warmup = (10, 3) if quick else (50, 10)
     records = []
     for side in attention_grid(quick):
         x_shape = (batch, side * side, dim)

@@ -3,7 +3,7 @@
 ``glue(name, value)`` stores a number computed in a chapter so that the prose
 can quote it with ``{glue:text}`name``` (myst-nb): the text then cannot drift
 from the code.  Outside a book build (Colab, Jupyter) myst-nb may be absent,
-and the call just returns the value.
+and the call does nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Store ``value`` under ``name`` for the book's prose; returns ``value``."""
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's prose (shown nowhere else)."""
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value
 
 
 def show_source(obj: Any) -> Any:
