@@ -40,7 +40,7 @@ def _cmd_bench(args) -> int:
 
     quick = True if args.quick else (False if args.full else None)
     records, settings = run_suite(args.suite, device=args.device, quick=quick)
-    command = "python -m hirilib " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python -m hirilib " + " ".join(shlex.quote(a) for a in args.argv)
     out = args.out or f"book/results/{args.suite}.json"
     path = save_results(out, records, settings=settings, command=command)
     print(f"wrote {len(records)} records to {path} ({records[0]['device'] if records else '-'})")
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     g.add_argument("--quick", action="store_true", help="small sizes, few runs")
     g.add_argument("--full", action="store_true", help="full sizes (default on a GPU)")
     s.set_defaults(fn=_cmd_bench)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    args.argv = argv
     try:
         return args.fn(args)
     except ValueError as e:
