@@ -140,7 +140,8 @@ def flop_analysis(model: nn.Module, inputs, handles: Optional[Dict[str, Callable
     """fvcore's ``FlopCountAnalysis`` with our handles; raises on uncounted ops.
 
     ``inputs`` is a tensor, a tuple of arguments (tensors first, then e.g. H and
-    W), or a shape such as ``(1, 3, 224, 224)``.    """
+    W), or a shape such as ``(1, 3, 224, 224)``.
+    """
     from fvcore.nn import FlopCountAnalysis
 
     tensors, extra = _prepare(model, inputs)

@@ -1,0 +1,101 @@
+"""Checks for chapter 3: the ConvNeXt block, its cost, and Linear = 1x1 conv.
+
+Every check takes the implementation to grade and compares it with an
+independent formulation: ``hirilib.models.convnext.Block`` loaded with the
+same weights, fvcore's count of the traced block, or the roadmap's last step
+(written with 1x1 convolutions) against ConvNeXt (written with Linear layers).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hirilib.profile import flop_analysis
+
+ATOL = 1e-5  # fp32: same maths, different summation order
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights, norm scales and layer scale near 1: every parameter matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            near_one = name.endswith("gamma") or (p.ndim == 1 and "norm" in name and name.endswith("weight"))
+            p.copy_(1 + 0.1 * noise if near_one else 0.1 * noise)
+    return module.eval()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+    err = (a - b).abs().max().item()
+    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
+
+
+def check_block(cls) -> None:
+    """``cls(dim, drop_path=0.0, ls_init_value=1e-6)`` is the ConvNeXt block with the
+    official layer names ``dwconv`` (7x7 depthwise), ``norm`` (LayerNorm over channels,
+    eps 1e-6), ``pwconv1`` (Linear C->4C), ``pwconv2`` (Linear 4C->C) and ``gamma``
+    (layer scale): loaded with the reference block's weights it gives its outputs."""
+    from hirilib.models.convnext import Block
+
+    for dim in (8, 24):
+        ref, mine = Block(dim), cls(dim)
+        want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in mine.state_dict().items()}
+        assert got == want, (
+            f"dim={dim}: parameters differ from the reference: missing "
+            f"{sorted(set(want) - set(got))}, unexpected {sorted(set(got) - set(want))}, "
+            f"wrong shape {sorted(k for k in set(got) & set(want) if got[k] != want[k])} "
+            f"(expected {want})")
+        gamma = mine.state_dict()["gamma"]
+        assert torch.allclose(gamma, torch.full_like(gamma, 1e-6)), \
+            "layer scale gamma must start at ls_init_value = 1e-6"
+        norm = getattr(mine, "norm", None)
+        assert getattr(norm, "eps", None) == 1e-6, "ConvNeXt's LayerNorm uses eps = 1e-6"
+        mine.load_state_dict(randomize_(ref).state_dict())
+        mine.eval()
+        x = torch.randn(2, dim, 9, 11, generator=torch.Generator().manual_seed(dim))
+        with torch.no_grad():
+            _close(mine(x), ref(x), f"Block({dim}) on a (2, {dim}, 9, 11) map "
+                   "(order: DW conv, LN over C, Linear 4x, GELU, Linear, gamma, + input)")
+
+
+def check_block_macs(fn) -> None:
+    """``fn(dim, height, width, kernel_size)`` gives the MACs of a ConvNeXt block's
+    convolution and linear layers, as fvcore counts them (LayerNorm excluded)."""
+    from hirilib.models.convnext import Block
+
+    for dim, h, w, k in [(96, 56, 56, 7), (384, 14, 14, 7), (64, 8, 16, 3), (32, 7, 7, 11)]:
+        ops = flop_analysis(Block(dim, kernel_size=k), (1, dim, h, w)).by_operator()
+        conv, linear = int(ops.get("conv", 0)), int(ops.get("linear", 0))
+        got = fn(dim, h, w, k)
+        assert got == conv + linear, (
+            f"C={dim}, {h}x{w}, k={k}: you give {got:,}, fvcore counts {conv + linear:,} "
+            f"(depthwise conv {conv:,}: k*k MACs per output element, not k*k*C; "
+            f"the two Linear layers {linear:,})")
+
+
+def check_roadmap_state_dict(fn) -> None:
+    """``fn(convnext_state_dict)`` maps a ``ConvNeXt``'s weights onto ``RoadmapNet`` at the
+    roadmap's last step, so that the two compute the same outputs.  (Block layers are
+    renamed ``dwconv -> conv_dw``, ``norm -> norm_dw``, ``pwconv1 -> pw1``,
+    ``pwconv2 -> pw2``; a Linear weight ``(out, in)`` is a 1x1 conv weight ``(out, in, 1, 1)``.)"""
+    from hirilib.models.convnext import ConvNeXt, RoadmapNet, roadmap_config
+
+    cfg = roadmap_config("convnext_roadmap_13_convnext_tiny", width=8, depths=(1, 1, 2, 1),
+                         layer_scale=1e-6)
+    convnext = randomize_(ConvNeXt(cfg.depths, [8, 16, 32, 64], num_classes=10))
+    roadmap = RoadmapNet(cfg, num_classes=10).eval()
+    mapped = fn(convnext.state_dict())
+    want = {k: tuple(v.shape) for k, v in roadmap.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in mapped.items()}
+    assert set(got) == set(want), (
+        f"keys differ from RoadmapNet's: missing {sorted(set(want) - set(got))[:6]}, "
+        f"unexpected {sorted(set(got) - set(want))[:6]}")
+    bad = sorted(k for k in want if got[k] != want[k])
+    assert not bad, f"wrong shapes: {[(k, got[k], want[k]) for k in bad[:4]]}"
+    roadmap.load_state_dict(mapped)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _close(roadmap(x), convnext(x), "RoadmapNet with the mapped weights vs ConvNeXt", atol=1e-4)
