@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import hirilib
+import hirilib.hub
 from hirilib.models import convnext as cnx
 from hirilib.profile import count_flops, count_params
 
@@ -269,6 +270,7 @@ def test_load_pretrained_offline_says_how_to_pass_a_file(monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(hirilib.hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(OSError, match=r"timm/convnext_tiny\.fb_in1k.*path="):
         cnx.load_pretrained(cnx.blank_model("convnext_tiny"), "convnext_tiny")
 
@@ -282,5 +284,6 @@ def test_load_pretrained_from_a_local_timm_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(src(x), dst(x))
     # another number of classes: the backbone loads, the classifier stays ours
-    head = cnx.load_pretrained(cnx.blank_model("convnext_tiny", num_classes=5), path=str(path))
+    with pytest.warns(UserWarning, match="classifier"):
+        head = cnx.load_pretrained(cnx.blank_model("convnext_tiny", num_classes=5), path=str(path))
     assert torch.equal(head.stem[0].weight, src.stem[0].weight) and head.head.fc.out_features == 5

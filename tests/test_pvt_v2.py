@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hirilib
+import hirilib.hub
 from hirilib.layers import MultiHeadAttention
 from hirilib.models import pvt_v2
 from hirilib.models.pvt_v2 import PretrainedWeightsUnavailable, convert_state_dict, load_pretrained
@@ -272,7 +273,7 @@ def test_load_pretrained_offline_says_how(monkeypatch, reachable):
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
     monkeypatch.setattr(hub, "hf_hub_download", unreachable)
-    monkeypatch.setattr(pvt_v2, "_hub_reachable", lambda timeout=3.0: reachable)
+    monkeypatch.setattr(hirilib.hub, "hub_reachable", lambda timeout=3.0: reachable)
     pattern = r"unreachable.*timm/pvt_v2_b0\.in1k.*path="
     with pytest.raises(PretrainedWeightsUnavailable, match=pattern):
         load_pretrained(hirilib.create_model("pvt_v2_b0"))

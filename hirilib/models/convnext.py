@@ -28,6 +28,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from hirilib.hub import download_weights, load_weights, read_checkpoint
 from hirilib.layers import DropPath, LayerNorm2d
 from hirilib.registry import register_model
 
@@ -674,17 +675,6 @@ PRETRAINED_TAGS = {"convnext_tiny": "fb_in1k", "convnext_small": "fb_in1k", "con
                    "convnext_large": "fb_in1k", "convnext_xlarge": "fb_in22k_ft_in1k"}
 
 
-def _read_weights(path: str) -> Dict[str, torch.Tensor]:
-    if str(path).endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError("reading a .safetensors file needs `pip install safetensors`; "
-                              "or pass timm's pytorch_model.bin instead") from e
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_pretrained(model: nn.Module, name: str = "convnext_tiny", path: Optional[str] = None) -> nn.Module:
     """Load timm's ImageNet weights into ``model`` (a ``ConvNeXt``) and return it.
 
@@ -692,39 +682,14 @@ def load_pretrained(model: nn.Module, name: str = "convnext_tiny", path: Optiona
     tag (``convnext_tiny.fb_in22k_ft_in1k``).  The file comes from the Hugging Face Hub
     (``timm/<name>``), or from ``path`` when given (a ``model.safetensors`` or
     ``pytorch_model.bin`` downloaded from there, or an official checkpoint).  A
-    classifier whose size differs from the model's is dropped, not loaded.
+    classifier whose size differs from the model's is skipped, not loaded.  Offline,
+    ``hirilib.hub.PretrainedWeightsUnavailable`` (an ``OSError``) says how to pass a file.
     """
     repo = name if "." in name else f"{name}.{PRETRAINED_TAGS.get(name, 'fb_in1k')}"
     if path is None:
-        try:
-            import safetensors  # noqa: F401
-            filename = "model.safetensors"
-        except ImportError:
-            filename = "pytorch_model.bin"
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError as e:
-            raise ImportError(f"downloading weights needs `pip install huggingface_hub`; or download "
-                              f"{filename} from https://huggingface.co/timm/{repo} and pass "
-                              f"load_pretrained(model, {name!r}, path=...)") from e
-        try:
-            path = hf_hub_download(f"timm/{repo}", filename)
-        except Exception as e:  # offline, blocked, unknown repo: all end here
-            raise OSError(f"could not download timm/{repo} from the Hugging Face Hub "
-                          f"({type(e).__name__}). Without internet access, fetch {filename} from "
-                          f"https://huggingface.co/timm/{repo} on another machine and pass its local path: "
-                          f"load_pretrained(model, {name!r}, path='/path/to/{filename}')") from e
-    state = convert_state_dict(_read_weights(path))
-    own = model.state_dict()
-    for k in ("head.fc.weight", "head.fc.bias"):
-        if k in state and (k not in own or own[k].shape != state[k].shape):
-            del state[k]                                   # another number of classes: keep ours
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.fc.")]
-    if missing or unexpected:
-        raise ValueError(f"the weights in {path} do not fit this model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    return model
+        path = download_weights(f"timm/{repo}")
+    return load_weights(model, convert_state_dict(read_checkpoint(path)), head_prefix="head.fc.",
+                        source=str(path))
 
 
 # ============================================================================= the GPU suite

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -45,6 +44,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from hirilib.hub import PretrainedWeightsUnavailable, download_weights, load_weights, read_checkpoint
 from hirilib.layers import ConvFFN, DropPath, MultiHeadAttention, OverlapPatchEmbed
 from hirilib.registry import register_model
 
@@ -518,98 +518,15 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torc
     return out
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
-    """The Hugging Face Hub could not be reached (or the download failed)."""
-
-
 def hub_repo(name: str) -> str:
     """The Hub repository of timm's ImageNet-1k weights for variant ``name``."""
     return f"timm/{name}.in1k"
 
 
-def _read_checkpoint(path: str | Path) -> Mapping[str, torch.Tensor]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError("reading a .safetensors file needs the safetensors package "
-                              "(pip install safetensors); or pass the pytorch_model.bin "
-                              "file of the same repository") from e
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub's host opens within ``timeout`` seconds
-    (assumed True behind a proxy, which a direct probe cannot judge)."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
-                                       "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def download_pretrained(name: str, revision: Optional[str] = None,
                         cache_dir: Optional[str] = None) -> Path:
-    """timm's weights for ``name`` from the Hub (or the local Hub cache); the file's path.
-
-    A cached file is used without any network access.  Otherwise, when the Hub
-    cannot be reached, ``PretrainedWeightsUnavailable`` is raised at once (not
-    after the client's retries), saying how to pass a local file instead.
-    """
-    import os
-
-    repo = hub_repo(name)
-    how = (f"Download https://huggingface.co/{repo}/resolve/main/pytorch_model.bin on a "
-           f"machine with internet access and pass the file: "
-           f"load_pretrained(model, path='pytorch_model.bin').")
-    try:
-        with warnings.catch_warnings():  # e.g. tqdm's "IProgress not found" in a notebook
-            warnings.simplefilter("ignore")
-            from huggingface_hub import hf_hub_download
-    except ImportError as e:
-        raise PretrainedWeightsUnavailable(
-            f"huggingface_hub is not installed, so the weights of {name!r} cannot be "
-            f"fetched (pip install huggingface_hub). {how}") from e
-    try:
-        import safetensors  # noqa: F401
-        files = ["model.safetensors", "pytorch_model.bin"]
-    except ImportError:
-        files = ["pytorch_model.bin"]
-    kw = dict(repo_id=repo, revision=revision, cache_dir=cache_dir)
-    for filename in files:  # the local cache first: no network needed
-        try:
-            return Path(hf_hub_download(filename=filename, local_files_only=True, **kw))
-        except Exception:
-            pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline or not _hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if offline else "no connection to huggingface.co"
-        raise PretrainedWeightsUnavailable(
-            f"could not download the weights of {name!r}: the Hugging Face Hub is unreachable "
-            f"from this machine ({why}) and they are not in the local cache. {how}")
-    last: Optional[BaseException] = None
-    for filename in files:
-        try:
-            return Path(hf_hub_download(filename=filename, **kw))
-        except Exception as e:  # connection, proxy, missing file: try the next, then explain
-            last = e
-    raise PretrainedWeightsUnavailable(
-        f"could not download the weights of {name!r}: the Hugging Face Hub is unreachable "
-        f"from this machine or the download failed ({type(last).__name__}: {last}). {how}"
-    ) from last
+    """timm's weights for ``name`` from the Hub (or the local Hub cache); the file's path."""
+    return download_weights(hub_repo(name), revision=revision, cache_dir=cache_dir)
 
 
 def load_pretrained(model: PyramidVisionTransformerV2, name: Optional[str] = None,
@@ -633,21 +550,8 @@ def load_pretrained(model: PyramidVisionTransformerV2, name: Optional[str] = Non
             raise ValueError(f"no pretrained weights known for {name!r}; pass name= one of "
                              f"{sorted(PVT_V2_CONFIGS)} or path= a local checkpoint")
         path = download_pretrained(name, revision=revision, cache_dir=cache_dir)
-    sd = convert_state_dict(_read_checkpoint(path))
-    head = getattr(model, "head", None)
-    if "head.weight" in sd and (not isinstance(head, nn.Linear)
-                                or sd["head.weight"].shape != head.weight.shape):
-        warnings.warn(f"the checkpoint's head ({tuple(sd['head.weight'].shape)}) does not fit "
-                      f"the model's ({model.num_classes} classes); loading everything else")
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("head.")]
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"checkpoint does not fit: missing {missing}, "
-                               f"unexpected {unexpected}")
-        return model
-    model.load_state_dict(sd, strict=strict)
-    return model
+    return load_weights(model, convert_state_dict(read_checkpoint(path)), head_prefix="head.",
+                        source=str(path))
 
 
 # ----------------------------------------------------------------------------- benchmark
