@@ -20,6 +20,7 @@ import torch
 
 import hirilib
 import hirilib.hub
+from reference_impl import import_timm
 from hirilib.models import convnext as cnx
 from hirilib.profile import count_flops, count_params
 
@@ -253,7 +254,7 @@ def test_convert_state_dict_on_synthetic_checkpoints(layout):
 
 
 def test_matches_timm_convnext_tiny():
-    timm = pytest.importorskip("timm")
+    timm = import_timm()
     theirs = randomize_(timm.create_model("convnext_tiny", pretrained=False))
     ours = hirilib.create_model("convnext_tiny").eval()
     ours.load_state_dict(cnx.convert_state_dict(theirs.state_dict()), strict=True)

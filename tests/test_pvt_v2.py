@@ -18,6 +18,7 @@ import torch
 
 import hirilib
 import hirilib.hub
+from reference_impl import import_timm
 from hirilib.layers import MultiHeadAttention
 from hirilib.models import pvt_v2
 from hirilib.models.pvt_v2 import PretrainedWeightsUnavailable, convert_state_dict, load_pretrained
@@ -233,8 +234,7 @@ def test_convert_state_dict_round_trip(name, to_foreign):
 @pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
 def test_equivalent_to_timm(name):
     """timm's model with random weights, converted: the same logits (fp32)."""
-    timm = pytest.importorskip("timm", reason="timm is not installed; the timm equivalence "
-                                              "test needs it (pip install timm)")
+    timm = import_timm()
     torch.manual_seed(0)
     theirs = timm.create_model(name, pretrained=False).eval()
     with torch.no_grad():  # move LayerNorms and biases off their trivial init
