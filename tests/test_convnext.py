@@ -22,6 +22,7 @@ import hirilib
 import hirilib.hub
 from reference_impl import import_timm
 from hirilib.models import convnext as cnx
+from hirilib.checks.convnext import randomize_
 from hirilib.profile import count_flops, count_params
 
 # Table 1 / spec [A]: parameters (M) and GFLOPs (G-MACs) at 224.
@@ -58,16 +59,6 @@ PAPER_ROADMAP_GFLOPS = {
 }
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (norm scales and layer scale near 1), so that no
-    block is close to the identity and every parameter matters to the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            near_one = name.endswith("gamma") or (p.ndim == 1 and "norm" in name and name.endswith("weight"))
-            p.copy_(1 + 0.1 * noise if near_one else 0.1 * noise)
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------- the variants

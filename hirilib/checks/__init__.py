@@ -26,6 +26,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import torch
+
+#: Tolerance of the equivalence checks: fp32, the same maths summed in another order.
+ATOL = 1e-5
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
+    """Assert equal shapes and a max abs difference below ``atol``, saying what differs."""
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+    err = (a - b).abs().max().item()
+    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
+
 
 def grade(name: str, check: Callable[..., Any], *args, **kwargs) -> Optional[bool]:
     """Run ``check(*args, **kwargs)`` and print a verdict a student can act on.

@@ -14,14 +14,9 @@ import torch.nn.functional as F
 
 from hirilib import analytic
 from hirilib.profile import count_flops
+from hirilib.checks import assert_close
 
-ATOL = 1e-5  # fp32: same maths, different summation order
 
-
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-    err = (a - b).abs().max().item()
-    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
 
 
 def check_scaled_dot_product_attention(fn) -> None:
@@ -29,7 +24,7 @@ def check_scaled_dot_product_attention(fn) -> None:
     g = torch.Generator().manual_seed(0)
     for n, m, d in [(5, 5, 8), (7, 3, 16)]:  # self-attention, and fewer keys than queries
         q, k, v = (torch.randn(2, 3, s, d, generator=g) for s in (n, m, m))
-        _close(fn(q, k, v), F.scaled_dot_product_attention(q, k, v), f"attention N={n}, M={m}")
+        assert_close(fn(q, k, v), F.scaled_dot_product_attention(q, k, v), f"attention N={n}, M={m}")
 
 
 def mha_to_torch(mha: nn.Module) -> nn.MultiheadAttention:
@@ -54,7 +49,7 @@ def check_mha(cls) -> None:
         x = torch.randn(2, 6 * 5, 32)
         with torch.no_grad():
             ref, _ = mha_to_torch(m)(x, x, x, need_weights=False)
-            _close(m(x, 6, 5), ref, f"MHA with {heads} head(s)")
+            assert_close(m(x, 6, 5), ref, f"MHA with {heads} head(s)")
 
 
 def check_spatial_reduction(cls) -> None:
@@ -111,7 +106,7 @@ def check_cffn(cls) -> None:
     H, W = 7, 5
     x = torch.randn(2, H * W, 16)
     with torch.no_grad():
-        _close(m(x, H, W), cffn_reference(m, x, H, W), "CFFN output")
+        assert_close(m(x, H, W), cffn_reference(m, x, H, W), "CFFN output")
     got = count_flops(m, (x[:1], H, W))
     want = analytic.ffn_macs(H, W, 16, 48, "cffn")
     assert got == want, f"CFFN costs {got:,} MACs, the equation needs {want:,}"

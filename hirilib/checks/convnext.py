@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from hirilib.profile import flop_analysis
+from hirilib.checks import assert_close
 
-ATOL = 1e-5  # fp32: same maths, different summation order
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -25,11 +25,6 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             p.copy_(1 + 0.1 * noise if near_one else 0.1 * noise)
     return module.eval()
 
-
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-    err = (a - b).abs().max().item()
-    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
 
 
 def check_block(cls) -> None:
@@ -57,7 +52,7 @@ def check_block(cls) -> None:
         mine.eval()
         x = torch.randn(2, dim, 9, 11, generator=torch.Generator().manual_seed(dim))
         with torch.no_grad():
-            _close(mine(x), ref(x), f"Block({dim}) on a (2, {dim}, 9, 11) map "
+            assert_close(mine(x), ref(x), f"Block({dim}) on a (2, {dim}, 9, 11) map "
                    "(order: DW conv, LN over C, Linear 4x, GELU, Linear, gamma, + input)")
 
 
@@ -98,4 +93,4 @@ def check_roadmap_state_dict(fn) -> None:
     roadmap.load_state_dict(mapped)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _close(roadmap(x), convnext(x), "RoadmapNet with the mapped weights vs ConvNeXt", atol=1e-4)
+        assert_close(roadmap(x), convnext(x), "RoadmapNet with the mapped weights vs ConvNeXt", atol=1e-4)

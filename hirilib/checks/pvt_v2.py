@@ -17,14 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hirilib.profile import count_flops, count_params
+from hirilib.checks import assert_close
 
-ATOL = 1e-5  # fp32: the same maths, summed in a different order
 
-
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-    err = (a - b).abs().max().item()
-    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
 
 
 def covering_patches(pixel: int, size: int, kernel: int, stride: int) -> set:
@@ -130,7 +125,7 @@ def check_conv_ffn(cls) -> None:
     for extra_relu in (False, True):
         m = cls(C, E, extra_relu=extra_relu).eval()
         with torch.no_grad():
-            _close(m(x, H, W), conv_ffn_reference(m, x, H, W, extra_relu),
+            assert_close(m(x, H, W), conv_ffn_reference(m, x, H, W, extra_relu),
                    f"ConvFFN output (extra_relu={extra_relu})")
         assert count_params(m) == analytic.ffn_params(C, E, "convffn"), (
             f"{count_params(m):,} parameters, expected {analytic.ffn_params(C, E, 'convffn'):,} "
