@@ -175,13 +175,20 @@ def test_intermediate_steps_follow_the_anonymous_code():
         cnx.RoadmapConfig(kernel_size=4)
 
 
+def test_registered_last_step_is_exactly_convnext_tiny():
+    step, tiny = cnx.blank_model("convnext_roadmap_13_convnext_tiny"), cnx.blank_model("convnext_tiny")
+    assert count_params(step) == count_params(tiny)
+    assert step.config.layer_scale == 1e-6
+    step.load_state_dict(cnx.roadmap_state_dict(tiny.state_dict()), strict=True)
+
+
 @pytest.mark.parametrize("layer_scale", [None, 1e-6])
 def test_last_step_is_convnext_tiny(layer_scale):
     """Roadmap step 13 (1x1 convs, channels-first) == convnext_tiny (Linear, channels-last).
 
-    The roadmap runs train without layer scale, so step 13 has none by default and
-    matches ``convnext_tiny(ls_init_value=None)``; with ``layer_scale=1e-6`` it matches
-    the released ``convnext_tiny`` itself."""
+    As registered, step 13 carries ConvNeXt-T's layer scale (1e-6) and matches the released
+    ``convnext_tiny``; with ``layer_scale=None`` (the roadmap's run) it matches
+    ``convnext_tiny(ls_init_value=None)``."""
     ref = randomize_(cnx.blank_model("convnext_tiny", ls_init_value=layer_scale))
     step = cnx.blank_model("convnext_roadmap_13_convnext_tiny", layer_scale=layer_scale)
     assert isinstance(step, cnx.RoadmapNet)

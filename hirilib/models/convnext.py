@@ -329,8 +329,9 @@ class RoadmapConfig:
     """One switch per step of the paper's roadmap (Sec. 2, Table 10); the defaults are ResNet-50.
 
     ``layer_scale`` is not a roadmap step: the paper's roadmap runs train without
-    it (and without EMA); it is here so that the last step can also carry
-    ConvNeXt-T's layer scale.
+    it (and without EMA).  The last registered step sets it to ConvNeXt-T's 1e-6,
+    so that ``convnext_roadmap_13_convnext_tiny`` is exactly ``convnext_tiny``;
+    ``layer_scale=None`` gives the network of the roadmap's run.
     """
 
     depths: Tuple[int, ...] = (3, 4, 6, 3)  # 2.2 stage compute ratio: (3, 3, 9, 3) as Swin's 1:1:3:1
@@ -559,8 +560,9 @@ ROADMAP: List[RoadmapStep] = [
                 81.27, 4.15, {"fewer_activations": True}),
     RoadmapStep("convnext_roadmap_11_fewer_norms", "one norm per block", 81.41, 4.15, {"fewer_norms": True}),
     RoadmapStep("convnext_roadmap_12_layer_norm", "BN -> LN", 81.47, 4.46, {"norm": "ln"}),
-    RoadmapStep("convnext_roadmap_13_convnext_tiny", "separate downsampling layers (= ConvNeXt-T)",
-                81.97, 4.49, {"separate_downsampling": True}),
+    RoadmapStep("convnext_roadmap_13_convnext_tiny", "separate downsampling layers, and "
+                "ConvNeXt-T's layer scale 1e-6 (= convnext_tiny)",
+                81.97, 4.49, {"separate_downsampling": True, "layer_scale": 1e-6}),
 ]
 
 #: Sec. 2.5's kernel sweep on top of step 7 (kernel 3 is step 7 itself; 7 is step 8).
