@@ -3,19 +3,75 @@
     python -m hirilib list 'pvt_v2*'
     python -m hirilib summary pvt_v2_b2 --resolution 224
     python -m hirilib bench attention --out book/results/attention.json
+
+Every argument is checked before any work starts; a mistake prints one line on
+stderr and exits with status 2 (no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+import tempfile
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """``path`` if a file can be written there (its folder exists or can be created, and is
+    writable; the path is not a folder), else a ``UsageError`` saying why."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name such as {path / 'x.json'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:  # the only reliable test (permissions, read-only or virtual file systems): try it
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {parent} is not writable ({e.strerror})") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write {path}: the file is read-only")
+    return path
 
 
 def _cmd_list(args) -> int:
     import hirilib
 
-    for name in hirilib.list_models(args.pattern):
+    for name in hirilib.list_models(args.pattern, pretrained=args.pretrained):
         print(name)
     return 0
 
@@ -24,10 +80,17 @@ def _cmd_summary(args) -> int:
     import torch
 
     import hirilib
-    from hirilib.profile import count_flops, count_params
+    from hirilib.measure import count_flops, count_params
+    from hirilib.registry import get_entry
 
+    get_entry(args.model)
+    with torch.device("meta"):
+        meta = hirilib.create_model(args.model, num_classes=args.num_classes)
+    # the model's own input check, before building real weights
+    meta.forward_features(torch.empty(1, meta.in_chans, args.resolution, args.resolution,
+                                      device="meta"))
     model = hirilib.create_model(args.model, num_classes=args.num_classes)
-    x = torch.zeros(1, 3, args.resolution, args.resolution)
+    x = torch.zeros(1, model.in_chans, args.resolution, args.resolution)
     print(f"{args.model}: {count_params(model) / 1e6:.2f} M parameters, "
           f"{count_flops(model, x) / 1e9:.3f} GFLOPs (G multiply-accumulates) "
           f"at {args.resolution}x{args.resolution}")
@@ -35,45 +98,61 @@ def _cmd_summary(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from hirilib.bench import run_suite
-    from hirilib.profile import save_results
+    from hirilib.bench import SUITES, run_suite
+    from hirilib.measure import save_results
+    from hirilib.measure.results import check_overwrite
+    from hirilib.runtime import resolve_device
 
+    if args.suite not in SUITES:
+        raise UsageError(f"unknown suite {args.suite!r}; choose one of "
+                         f"{', '.join(sorted(SUITES))}")
+    device = resolve_device(args.device)
+    out = check_writable(args.out or f"book/results/{args.suite}.json")
+    check_overwrite(out, device.type, force=args.force)
     quick = True if args.quick else (False if args.full else None)
-    records, settings = run_suite(args.suite, device=args.device, quick=quick)
+    records, settings = run_suite(args.suite, device=device, quick=quick)
     command = "python -m hirilib " + " ".join(shlex.quote(a) for a in args.argv)
-    out = args.out or f"book/results/{args.suite}.json"
-    path = save_results(out, records, settings=settings, command=command)
+    path = save_results(out, records, settings=settings, command=command, device=device,
+                        force=args.force)
     print(f"wrote {len(records)} records to {path} ({records[0]['device'] if records else '-'})")
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hirilib", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m hirilib", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     s = sub.add_parser("list", help="list registered models")
-    s.add_argument("pattern", nargs="?", default="*")
+    s.add_argument("pattern", nargs="?", default="*", help="a shell glob, e.g. 'pvt_v2*'")
+    s.add_argument("--pretrained", action="store_true", help="only models with published weights")
     s.set_defaults(fn=_cmd_list)
     s = sub.add_parser("summary", help="parameters and GFLOPs of a model")
     s.add_argument("model")
-    s.add_argument("--resolution", type=int, default=224)
-    s.add_argument("--num-classes", type=int, default=1000)
+    s.add_argument("--resolution", type=positive_int, default=224)
+    s.add_argument("--num-classes", type=nonnegative_int, default=1000)
     s.set_defaults(fn=_cmd_summary)
     s = sub.add_parser("bench", help="run a benchmark suite and write a results file")
     s.add_argument("suite")
     s.add_argument("--out", help="results file (default book/results/SUITE.json)")
-    s.add_argument("--device", help="cuda or cpu (default: the GPU if there is one)")
+    s.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    s.add_argument("--force", action="store_true",
+                   help="let a CPU run replace a results file measured on a GPU")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="small sizes, few runs")
     g.add_argument("--full", action="store_true", help="full sizes (default on a GPU)")
     s.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
-    args.argv = argv
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.fn(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as e:  # hirilib's errors say what works: one line
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}" if not isinstance(e, UsageError) else msg, file=sys.stderr)
         return 2
 
 

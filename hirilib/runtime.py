@@ -28,6 +28,37 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """``spec`` ('cpu', 'cuda', 'cuda:1', 'mps' or None for the best present) as a
+    ``torch.device``, or a ``ValueError`` saying which devices this machine has.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if spec is None or spec == "":
+        return get_device()
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {spec!r}; use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise ValueError(f"device {spec!r} asked for, but this machine has no CUDA GPU "
+                             f"(available: cpu)")
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"device {spec!r} asked for, but this machine has {n} GPU(s) "
+                             f"(available: {', '.join(have)})")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {spec!r} is not available here (available: "
+                             f"{', '.join(have)})")
+    elif device.type != "cpu":
+        raise ValueError(f"device {spec!r} is not supported; use one of {', '.join(have)}")
+    return device
+
+
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, and torch on every device."""
     random.seed(seed)

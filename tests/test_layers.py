@@ -8,7 +8,7 @@ from hirilib import analytic
 from hirilib.layers import (CFFN, ConvFFN, DropPath, LayerNorm2d, LinearSRA, Mlp,
                             MultiHeadAttention, OverlapPatchEmbed, SRA, TokenNorm)
 from hirilib.checks.attention import mha_to_torch
-from hirilib.profile import count_flops, count_params
+from hirilib.measure import count_flops, count_params
 
 TOL = 1e-5  # fp32, same maths in another summation order
 

@@ -17,17 +17,17 @@ import pytest
 import torch
 
 import hirilib
-import hirilib.hub
 from reference_impl import import_timm
+from hirilib import analytic
+from hirilib.bench import pvt_v2 as bench_pvt_v2
 from hirilib.layers import MultiHeadAttention
+from hirilib.measure import count_flops, count_params
 from hirilib.models import pvt_v2
-from hirilib.models.pvt_v2 import PretrainedWeightsUnavailable, convert_state_dict, load_pretrained
-from hirilib.profile import count_flops, count_params
+from hirilib.models.pvt_v2 import convert_state_dict
+from hirilib.reference import PVT_V2
 
-PARAMS_M = {"pvt_v2_b0": 3.67, "pvt_v2_b1": 14.01, "pvt_v2_b2": 25.36, "pvt_v2_b2_li": 22.55,
-            "pvt_v2_b3": 45.24, "pvt_v2_b4": 62.56, "pvt_v2_b5": 81.96}
-GFLOPS = {"pvt_v2_b0": 0.571, "pvt_v2_b1": 2.119, "pvt_v2_b2": 4.045, "pvt_v2_b2_li": 3.909,
-          "pvt_v2_b3": 6.922, "pvt_v2_b4": 10.136, "pvt_v2_b5": 11.752}
+PARAMS_M = {name: ref["params_m"] for name, ref in PVT_V2.items()}  # the released code's
+GFLOPS = {name: ref["gflops"] for name, ref in PVT_V2.items()}      # get_flops.py's
 PARAM_TOL, FLOP_TOL = 0.005, 0.03
 BIG = ("pvt_v2_b3", "pvt_v2_b4", "pvt_v2_b5")  # slower to trace for FLOPs (a few s each)
 
@@ -67,15 +67,15 @@ def test_gflops_match_released_code(name):
                                                    ("pvt_v2_b2_li", {"depths": (1, 1, 1, 1)}, 160),
                                                    ("pvt_v2_b0", {"sr_ratios": (1, 1, 1, 1)}, 96)])
 def test_attention_cost_model(name, overrides, res):
-    """The closed-form attention cost (``pvt_v2.attention_macs``, which the
+    """The closed-form attention cost (``analytic.pvt_v2_attention_macs``, which the
     chapter uses to extrapolate) equals what fvcore counts in the attention
     modules of the traced model, for SRA, linear SRA and full attention."""
-    from hirilib.profile import flops_by_module
+    from hirilib.measure import flops_by_module
 
     model = hirilib.create_model(name, **overrides)
     per = flops_by_module(model, (1, 3, res, res), depth=5)  # stages.i.blocks.j.attn
     traced = sum(n for k, n in per.items() if k.endswith(".attn"))
-    assert traced == pvt_v2.attention_macs(model, res, res)
+    assert traced == analytic.pvt_v2_attention_macs(model, res, res)
 
 
 @pytest.mark.parametrize("name", list(PARAMS_M))
@@ -83,7 +83,7 @@ def test_closed_form_params(name):
     """The parameter count written from the architecture alone equals the model's."""
     with torch.device("meta"):
         model = hirilib.create_model(name)
-    assert pvt_v2.closed_form_params(**pvt_v2.PVT_V2_CONFIGS[name]) == count_params(model)
+    assert analytic.pvt_v2_params(**pvt_v2.PVT_V2_CONFIGS[name]) == count_params(model)
 
 
 @pytest.mark.parametrize("name, overrides, size", [
@@ -96,7 +96,7 @@ def test_closed_form_macs(name, overrides, size):
     chapter uses up to 1024 px) equals fvcore's count of the traced model."""
     model = hirilib.create_model(name, **overrides)
     cfg = {**pvt_v2.PVT_V2_CONFIGS[name], **overrides}
-    assert pvt_v2.closed_form_macs(**cfg, H=size[0], W=size[1]) == count_flops(model, (1, 3, *size))
+    assert analytic.pvt_v2_macs(**cfg, H=size[0], W=size[1]) == count_flops(model, (1, 3, *size))
 
 
 # ----------------------------------------------------------------------------- structure
@@ -167,7 +167,7 @@ def test_linear_variant_takes_any_size():
 def test_wrong_channels(b0):
     with pytest.raises(ValueError, match=r"3-channel.*got 1 channels"):
         b0(torch.randn(1, 1, 224, 224))
-    with pytest.raises(ValueError, match=r"expects images \(B, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"x.unsqueeze\(0\)"):
         b0(torch.randn(3, 224, 224))
 
 
@@ -178,11 +178,13 @@ def test_size_not_divisible_by_32(b0, shape, near):
 
 
 def test_sr_ratio_larger_than_map():
+    """Every stride-R reduction must tile its stage's map, so the input must be a multiple
+    of (and at least) stride_i * R_i in every stage: 64 when stage 1 reduces by 16."""
     m = hirilib.create_model("pvt_v2_b0", sr_ratios=(16, 4, 2, 1)).eval()
-    with pytest.raises(ValueError, match=r"sr_ratio=16 of stage 1 is larger than its 8 x 8 map"):
-        m(torch.randn(1, 3, 32, 32))
     assert m.size_multiple == 64  # stage 1 (stride 4) needs 4 * 16
-    with pytest.raises(ValueError, match=r"larger than its 5 x 5 map.*at least 32 x 32"):
+    with pytest.raises(ValueError, match=r"at least 64 x 64.*got 32 x 32"):
+        m(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"at least 32 x 32.*got 20 x 20"):
         hirilib.create_model("pvt_v2_b0")(torch.randn(1, 3, 20, 20))
     with pytest.raises(ValueError, match=r"reduction ratio 8 is larger than the 4 x 4 map"):
         MultiHeadAttention(32, 1, sr_ratio=8)(torch.randn(1, 16, 32), 4, 4)
@@ -248,39 +250,14 @@ def test_equivalent_to_timm(name):
     assert diff < 1e-4, f"max |logit difference| {diff:.2e}"
 
 
-def test_load_pretrained_from_local_file(tmp_path):
+def test_pretrained_from_a_local_timm_file(tmp_path):
+    """``create_model(name, checkpoint=file)`` reads timm's keys through the converter."""
     src = hirilib.create_model("pvt_v2_b0")
     path = tmp_path / "pytorch_model.bin"
     torch.save(_to_timm_keys(src.state_dict()), path)
-    dst = load_pretrained(hirilib.create_model("pvt_v2_b0"), path=path)
+    dst = hirilib.create_model("pvt_v2_b0", checkpoint=path)
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(),
                                                  dst.state_dict().values()))
-    with pytest.warns(UserWarning, match="head"):
-        small = load_pretrained(hirilib.create_model("pvt_v2_b0", num_classes=10), path=path)
-    assert torch.equal(small.stages[0].patch_embed.proj.weight,
-                       src.stages[0].patch_embed.proj.weight)
-
-
-@pytest.mark.parametrize("reachable", [True, False])
-def test_load_pretrained_offline_says_how(monkeypatch, reachable):
-    """Offline (the probe fails, or the download does) the error names the Hub
-    repository and says how to pass a local file; nothing is retried for long."""
-    hub = pytest.importorskip("huggingface_hub")
-    calls = []
-
-    def unreachable(*args, **kwargs):
-        calls.append(kwargs.get("local_files_only", False))
-        raise ConnectionError("Failed to resolve 'huggingface.co'")
-
-    monkeypatch.setattr(hub, "hf_hub_download", unreachable)
-    monkeypatch.setattr(hirilib.hub, "hub_reachable", lambda timeout=3.0: reachable)
-    pattern = r"unreachable.*timm/pvt_v2_b0\.in1k.*path="
-    with pytest.raises(PretrainedWeightsUnavailable, match=pattern):
-        load_pretrained(hirilib.create_model("pvt_v2_b0"))
-    assert calls and calls[0] is True            # the local cache is tried first
-    assert any(not c for c in calls) == reachable  # the network only when reachable
-    with pytest.raises(ValueError, match="no pretrained weights known"):
-        load_pretrained(hirilib.create_model("pvt_v2_b0"), name="pvt_v2_b9")
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -289,9 +266,11 @@ def test_latency_records(monkeypatch):
     """The benchmark suite's records carry timings and settings; a configuration
     whose attention matrices would not fit is recorded as out of memory, not run."""
     models = {"B0": ("pvt_v2_b0", {}), "B0 full": ("pvt_v2_b0", {"sr_ratios": (1, 1, 1, 1)})}
-    recs = pvt_v2.latency_vs_resolution(models, [96], "cpu", warmup=0, runs=1)
+    recs = bench_pvt_v2.latency_vs_resolution(models, [96], "cpu", warmup=0, runs=1,
+                                              use_sdpa=False)
     assert [r["label"] for r in recs] == ["B0", "B0 full"]
     assert all(r["median_ms"] > 0 and r["batch_size"] == 1 and r["dtype"] == "fp32" for r in recs)
-    monkeypatch.setattr(pvt_v2, "_memory_bytes", lambda device: 2**20)  # a 1 MB device
-    recs = pvt_v2.latency_vs_resolution(models, [96], "cpu", warmup=0, runs=1)
+    monkeypatch.setattr(bench_pvt_v2, "_memory_bytes", lambda device: 2**20)  # a 1 MB device
+    recs = bench_pvt_v2.latency_vs_resolution(models, [96], "cpu", warmup=0, runs=1,
+                                              use_sdpa=False)
     assert not recs[0].get("oom") and recs[1]["oom"] and "median_ms" not in recs[1]

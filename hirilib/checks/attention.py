@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hirilib import analytic
-from hirilib.profile import count_flops
+from hirilib.measure import count_flops
 from hirilib.checks import assert_close
 
 

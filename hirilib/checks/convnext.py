@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from hirilib.profile import flop_analysis
+from hirilib.measure import flop_analysis
 from hirilib.checks import assert_close
 
 
@@ -76,7 +76,8 @@ def check_roadmap_state_dict(fn) -> None:
     roadmap's last step, so that the two compute the same outputs.  (Block layers are
     renamed ``dwconv -> conv_dw``, ``norm -> norm_dw``, ``pwconv1 -> pw1``,
     ``pwconv2 -> pw2``; a Linear weight ``(out, in)`` is a 1x1 conv weight ``(out, in, 1, 1)``.)"""
-    from hirilib.models.convnext import ConvNeXt, RoadmapNet, roadmap_config
+    from hirilib.models.convnext import ConvNeXt
+    from hirilib.models.convnext_roadmap import RoadmapNet, roadmap_config
 
     cfg = roadmap_config("convnext_roadmap_13_convnext_tiny", width=8, depths=(1, 1, 2, 1),
                          layer_scale=1e-6)

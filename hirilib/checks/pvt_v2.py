@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hirilib.profile import count_flops, count_params
+from hirilib.measure import count_flops, count_params
 from hirilib.checks import assert_close
 
 

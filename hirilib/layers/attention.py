@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from .checks import check_int, check_rate, check_tokens, nearest_multiples
+
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                  dropout: nn.Module | None = None) -> torch.Tensor:
@@ -50,19 +52,25 @@ class MultiHeadAttention(nn.Module):
             ``pool_size`` x ``pool_size``, 1x1 conv, LayerNorm, GELU. Keys and
             values then have ``pool_size**2`` rows whatever the resolution.
         use_sdpa: compute the attention with ``F.scaled_dot_product_attention``
-            (a fused kernel on GPU) instead of the explicit softmax(QK^T)V.
+            (a fused kernel: faster, and memory linear in N on a GPU), the default;
+            ``False`` runs the explicit softmax(QK^T)V that chapter 1 derives (the
+            two are tested equal).
         sr_norm_eps: eps of the reduction's LayerNorm (1e-5 in PVTv2's code).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  sr_ratio: int = 1, linear: bool = False, pool_size: int = 7,
                  attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 use_sdpa: bool = False, sr_norm_eps: float = 1e-5):
+                 use_sdpa: bool = True, sr_norm_eps: float = 1e-5):
         super().__init__()
+        check_int("num_heads", num_heads, 1)
+        check_int("sr_ratio", sr_ratio, 1)
+        check_int("pool_size", pool_size, 1)
+        check_rate("attn_drop", attn_drop)
+        check_rate("proj_drop", proj_drop)
         if dim % num_heads != 0:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        if sr_ratio < 1:
-            raise ValueError(f"sr_ratio must be >= 1, got {sr_ratio}")
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}: each head "
+                             f"gets dim / num_heads channels")
         self.dim, self.num_heads = dim, num_heads
         self.head_dim = dim // num_heads
         self.sr_ratio, self.linear, self.pool_size = sr_ratio, linear, pool_size
@@ -91,20 +99,17 @@ class MultiHeadAttention(nn.Module):
         return (H // self.sr_ratio) * (W // self.sr_ratio)
 
     def _check(self, x: torch.Tensor, H: int, W: int) -> None:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"{type(self).__name__} expects tokens (B, N, {self.dim}), "
-                             f"got {tuple(x.shape)}")
-        if x.shape[1] != H * W:
-            raise ValueError(f"{x.shape[1]} tokens do not fill an H x W = {H} x {W} grid")
+        check_tokens(x, self.dim, H, W, type(self).__name__)
         R = self.sr_ratio
         if not self.linear and R > 1:
             if H < R or W < R:
                 raise ValueError(f"reduction ratio {R} is larger than the {H} x {W} map; "
                                  f"use sr_ratio <= {min(H, W)}")
             if H % R or W % R:
+                side = H if H % R else W
                 raise ValueError(f"reduction ratio {R} needs H and W divisible by {R}, got "
                                  f"{H} x {W}; the nearest sizes that work are "
-                                 f"{(H // R) * R} and {(H // R + 1) * R}")
+                                 f"{nearest_multiples(side, R)}")
 
     def reduce(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """The tokens keys and values are computed from: (B, N, C) -> (B, M, C)."""

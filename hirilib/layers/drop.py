@@ -1,9 +1,25 @@
-"""Stochastic depth (Huang et al., 2016), as used by every model in this book."""
+"""Stochastic depth (Huang et al., 2016), as used by every model in this book, and the
+linear schedule of drop rates over a network's blocks."""
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 import torch.nn as nn
+
+from .checks import check_rate
+
+
+def drop_path_schedule(rate: float, n: int) -> List[float]:
+    """Drop-path rates rising linearly from 0 (first block) to ``rate`` (last block),
+    as ``torch.linspace(0, rate, n)`` in every official code base here.
+
+    >>> drop_path_schedule(0.1, 3)
+    [0.0, 0.05, 0.1]
+    """
+    check_rate("drop_path_rate", rate)
+    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
 def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
@@ -25,13 +41,19 @@ def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.
 
 
 class DropPath(nn.Module):
-    """``drop_path`` as a module; ``p`` is the probability of dropping."""
+    """``drop_path`` as a module; ``p`` is the probability of dropping.
+
+    ``DropPath.make(p)`` gives ``nn.Identity()`` for p = 0, as the models build it.
+    """
+
+    @staticmethod
+    def make(p: float) -> nn.Module:
+        return DropPath(p) if p > 0 else nn.Identity()
+
 
     def __init__(self, p: float = 0.0):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
-        self.p = p
+        self.p = check_rate("drop-path probability p", p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.p, self.training)

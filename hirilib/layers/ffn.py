@@ -17,15 +17,8 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from .checks import check_tokens
 from .norm import make_norm
-
-
-def _check_tokens(module: nn.Module, x: torch.Tensor, dim: int, H: int, W: int) -> None:
-    if x.ndim != 3 or x.shape[-1] != dim:
-        raise ValueError(f"{type(module).__name__} expects tokens (B, N, {dim}), "
-                         f"got {tuple(x.shape)}")
-    if x.shape[1] != H * W:
-        raise ValueError(f"{x.shape[1]} tokens do not fill an H x W = {H} x {W} grid")
 
 
 class Mlp(nn.Module):
@@ -67,6 +60,9 @@ class ConvFFN(nn.Module):
     for blocks that want the FFN to normalise its own input.
     """
 
+    #: a BN pre-norm folds into fc1 at inference (``hirilib.deploy.fuse_bn``)
+    bn_fusion = (("norm", "fc1", "before"),)
+
     def __init__(self, dim: int, hidden_dim: int | None = None, act_layer=nn.GELU,
                  drop: float = 0.0, extra_relu: bool = False, norm: str | None = None):
         super().__init__()
@@ -81,7 +77,7 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        _check_tokens(self, x, self.dim, H, W)
+        check_tokens(x, self.dim, H, W, type(self).__name__)
         x = self.relu(self.fc1(self.norm(x)))          # (B, N, hidden)
         x = self.drop(self.act(self.dwconv(x, H, W)))  # (B, N, hidden)
         return self.drop(self.fc2(x))                  # (B, N, C)
@@ -96,6 +92,9 @@ class CFFN(nn.Module):
     equal accuracy, and it folds into fc1 at inference).
     """
 
+    #: the BN pre-norm folds into fc1 at inference (``hirilib.deploy.fuse_bn``; Sec. 4.4)
+    bn_fusion = (("norm", "fc1", "before"),)
+
     def __init__(self, dim: int, hidden_dim: int | None = None, act_layer=nn.GELU,
                  drop: float = 0.0, norm: str | None = None):
         super().__init__()
@@ -109,7 +108,7 @@ class CFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        _check_tokens(self, x, self.dim, H, W)
+        check_tokens(x, self.dim, H, W, type(self).__name__)
         z = self.drop(self.act(self.fc1(self.norm(x))))  # (B, N, hidden)
         z = self.dwconv(z, H, W) + z                     # (B, N, hidden)
         return self.drop(self.fc2(z))                    # (B, N, C)

@@ -59,5 +59,26 @@ class TokenNorm(nn.Module):
 
 
 def make_norm(kind: str | None, dim: int, eps: float | None = None) -> nn.Module:
-    """``TokenNorm(dim, kind)``, or ``nn.Identity()`` when ``kind`` is None."""
+    """The norm of tokens ``(B, N, C)``: ``TokenNorm(dim, kind)``, or ``nn.Identity()``
+    when ``kind`` is None."""
     return nn.Identity() if kind is None else TokenNorm(dim, kind, eps)
+
+
+def norm2d(kind: str, dim: int, eps: float | None = None) -> nn.Module:
+    """The norm of a ``(B, C, H, W)`` map: ``'bn'`` (BatchNorm2d, eps 1e-5) or ``'ln'``
+    (channels-first ``LayerNorm2d``, eps 1e-6 as in ConvNeXt)."""
+    if kind == "bn":
+        return nn.BatchNorm2d(dim, eps=1e-5 if eps is None else eps)
+    if kind == "ln":
+        return LayerNorm2d(dim, eps=1e-6 if eps is None else eps)
+    raise ValueError(f"norm must be 'bn' or 'ln', got {kind!r}")
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish}
+
+
+def make_act(kind: str) -> nn.Module:
+    """An activation by name: one of ``ACTIVATIONS`` ('relu', 'gelu', 'silu', 'hardswish')."""
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {kind!r}")
+    return ACTIVATIONS[kind]()

@@ -1,7 +1,11 @@
-"""One file per paper; importing this package registers every variant."""
+"""One file per paper; importing this package registers every variant.
 
-import importlib
-import pkgutil
+Each file holds its modules, its variant table, its factories (registered with
+``hirilib.registry.register_model``) and ``convert_state_dict``, nothing else:
+published numbers live in ``hirilib.reference``, closed-form costs in
+``hirilib.analytic``, timings in ``hirilib.bench``.
+"""
 
-for _m in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_m.name}")
+from . import convnext, convnext_roadmap, pvt_v2  # noqa: F401  (registers the variants)
+
+__all__ = ["convnext", "convnext_roadmap", "pvt_v2"]

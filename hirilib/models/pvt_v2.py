@@ -25,7 +25,8 @@ variant, and a head made of the last stage's LayerNorm, a mean over tokens
 and a linear layer.  Module names follow the stage-wise layout of timm
 (``stages.i.blocks.j``), with ``patch_embed`` inside each stage;
 ``convert_state_dict`` maps timm's and the official repository's keys onto
-ours.
+ours.  Published numbers are in ``hirilib.reference.PVT_V2``, closed-form costs in
+``hirilib.analytic.pvt_v2``, timings in ``hirilib.bench.pvt_v2``.
 
 >>> import torch, hirilib
 >>> m = hirilib.create_model("pvt_v2_b0").eval()
@@ -37,24 +38,19 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from einops import rearrange
 
-from hirilib.hub import PretrainedWeightsUnavailable, download_weights, load_weights, read_checkpoint
-from hirilib.layers import ConvFFN, DropPath, MultiHeadAttention, OverlapPatchEmbed
+from hirilib.layers import (ConvFFN, DropPath, MultiHeadAttention, OverlapPatchEmbed,
+                            check_image, check_int, check_model_args, check_positive_ints,
+                            drop_path_schedule)
 from hirilib.registry import register_model
 
-__all__ = [
-    "PyramidVisionTransformerV2", "PVTv2Stage", "Block", "init_weights",
-    "PVT_V2_CONFIGS", "REFERENCE", "stage_sizes", "attention_macs", "closed_form_params",
-    "closed_form_macs", "convert_state_dict", "load_pretrained", "download_pretrained",
-    "hub_repo", "PretrainedWeightsUnavailable", "ATTENTION_COMPARISON",
-    "latency_vs_resolution", "bench_pvt_v2",
-]
+__all__ = ["PyramidVisionTransformerV2", "PVTv2Stage", "Block", "init_weights",
+           "PVT_V2_CONFIGS", "convert_state_dict"]
 
 # ----------------------------------------------------------------------------- variants
 
@@ -75,125 +71,6 @@ for _cfg in PVT_V2_CONFIGS.values():
     _cfg.setdefault("num_heads", (1, 2, 5, 8))
     _cfg.setdefault("sr_ratios", (8, 4, 2, 1))
     _cfg.setdefault("linear", False)
-
-#: Published numbers each variant is checked against.  ``params_m`` and
-#: ``gflops`` are the released code's counts (GFLOPs = G multiply-accumulates
-#: at 224 x 224, including the attention matrix products, as the official
-#: ``get_flops.py`` counts them); ``paper_*`` are the paper's figures (for B2-Li
-#: and B4 those of the official README); ``drop_path_rate`` and ``clip_grad`` are
-#: the ImageNet training settings of the official configs (the factories default
-#: to a drop-path rate of 0, as timm's do).
-REFERENCE: Dict[str, Dict[str, Any]] = {
-    "pvt_v2_b0": dict(params_m=3.67, gflops=0.571, paper_params_m=3.4, paper_gflops=0.6, top1=70.5,
-                      drop_path_rate=0.1, clip_grad=None),
-    "pvt_v2_b1": dict(params_m=14.01, gflops=2.119, paper_params_m=13.1, paper_gflops=2.1, top1=78.7,
-                      drop_path_rate=0.1, clip_grad=None),
-    "pvt_v2_b2": dict(params_m=25.36, gflops=4.045, paper_params_m=25.4, paper_gflops=4.0, top1=82.0,
-                      drop_path_rate=0.1, clip_grad=None),
-    "pvt_v2_b2_li": dict(params_m=22.55, gflops=3.909, paper_params_m=22.6, paper_gflops=3.9,
-                         top1=82.1, drop_path_rate=0.1, clip_grad=None),
-    "pvt_v2_b3": dict(params_m=45.24, gflops=6.922, paper_params_m=45.2, paper_gflops=6.9, top1=83.2,
-                      drop_path_rate=0.3, clip_grad=1.0),
-    "pvt_v2_b4": dict(params_m=62.56, gflops=10.136, paper_params_m=62.6, paper_gflops=10.1,
-                      top1=83.6, drop_path_rate=0.3, clip_grad=1.0),
-    "pvt_v2_b5": dict(params_m=81.96, gflops=11.752, paper_params_m=82.0, paper_gflops=11.8,
-                      top1=83.8, drop_path_rate=0.3, clip_grad=1.0),
-}
-
-
-# ----------------------------------------------------------------------------- cost model
-
-def stage_sizes(model: "PyramidVisionTransformerV2", H: int, W: int) -> List[Tuple[int, int]]:
-    """The (H_i, W_i) token grid of each stage for an H x W input.
-
-    >>> import torch, hirilib
-    >>> with torch.device("meta"):
-    ...     m = hirilib.create_model("pvt_v2_b0")
-    >>> stage_sizes(m, 224, 224)
-    [(56, 56), (28, 28), (14, 14), (7, 7)]
-    """
-    sizes = []
-    for stride in model.strides:
-        H, W = -(-H // stride), -(-W // stride)  # padded conv: ceil(H / stride)
-        sizes.append((H, W))
-    return sizes
-
-
-def attention_macs(model: "PyramidVisionTransformerV2", H: int, W: int) -> int:
-    """MACs of all attention layers of ``model`` on an H x W input, from the
-    closed-form count ``hirilib.analytic.mha_macs`` (chapter 1, section 1.4),
-    without running anything.  This is what lets chapter 2 extrapolate full
-    attention to resolutions where tracing it would need tens of GB.
-    """
-    from hirilib.analytic import mha_macs
-
-    total = 0
-    for stage, (h, w) in zip(model.stages, stage_sizes(model, H, W)):
-        for blk in stage.blocks:
-            a = blk.attn
-            total += mha_macs(h, w, a.dim, a.sr_ratio, a.linear, a.pool_size)
-    return total
-
-
-def closed_form_params(embed_dims: Sequence[int], depths: Sequence[int],
-                       mlp_ratios: Sequence[float], sr_ratios: Sequence[int] = (8, 4, 2, 1),
-                       linear: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                       **unused) -> int:
-    """Parameter count of a PVTv2 configuration from the architecture alone.
-
-    Per stage i with C = C_i, E = mlp_ratio * C and kernel k (7, then 3):
-    patch embedding k^2 C_{i-1} C + C (conv) + 2C (LayerNorm); per block two
-    LayerNorms (4C), attention (``analytic.mha_params``) and ConvFFN
-    (``analytic.ffn_params``); the stage LayerNorm 2C; and the head C_4 K + K.
-
-    >>> closed_form_params(**PVT_V2_CONFIGS["pvt_v2_b2"])
-    25362856
-    """
-    from hirilib.analytic import ffn_params, mha_params
-
-    total, prev = 0, in_chans
-    for i, (C, L, e, R) in enumerate(zip(embed_dims, depths, mlp_ratios, sr_ratios)):
-        k = 7 if i == 0 else 3
-        total += k * k * prev * C + C + 2 * C                  # patch embedding + its LN
-        block = 4 * C + mha_params(C, R, linear) + ffn_params(C, int(C * e), "convffn")
-        total += L * block + 2 * C                             # blocks + stage LN
-        prev = C
-    return total + (prev * num_classes + num_classes if num_classes > 0 else 0)
-
-
-def closed_form_macs(embed_dims: Sequence[int], depths: Sequence[int],
-                     mlp_ratios: Sequence[float], sr_ratios: Sequence[int] = (8, 4, 2, 1),
-                     linear: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                     H: int = 224, W: Optional[int] = None, pool_size: int = 7, **unused) -> int:
-    """Multiply-accumulates of one forward pass of a PVTv2 configuration on an
-    H x W image, from the architecture alone, counted as ``count_flops`` counts
-    them (chapter 1's closed forms: convs and linears without bias, LayerNorm 5
-    per element, pooling and the final mean 1 per input element).
-
-    Per stage, with N_i tokens of C channels: the patch embedding N_i k^2 C_{i-1} C
-    plus its LayerNorm; per block two LayerNorms, attention
-    (``analytic.mha_macs``) and ConvFFN (``analytic.ffn_macs``); the stage
-    LayerNorm; then the mean over the last stage's tokens and the classifier.
-
-    >>> closed_form_macs(**PVT_V2_CONFIGS["pvt_v2_b2"], H=224)  # 4.05 G, as released
-    4045842240
-    """
-    from hirilib.analytic import LN_PER_ELEMENT as LN, ffn_macs, mha_macs
-
-    W = H if W is None else W
-    total, prev, h, w = 0, in_chans, H, W
-    for i, (C, L, e, R) in enumerate(zip(embed_dims, depths, mlp_ratios, sr_ratios)):
-        k, s = (7, 4) if i == 0 else (3, 2)
-        h, w = -(-h // s), -(-w // s)
-        N = h * w
-        total += N * k * k * prev * C + LN * N * C                     # patch embedding
-        block = (2 * LN * N * C + mha_macs(h, w, C, R, linear, pool_size)
-                 + ffn_macs(h, w, C, int(C * e), "convffn"))
-        total += L * block + LN * N * C                                # blocks, stage LN
-        prev = C
-    total += h * w * prev                                              # mean over tokens
-    return total + (prev * num_classes if num_classes > 0 else 0)      # classifier
-
 
 # ----------------------------------------------------------------------------- modules
 
@@ -229,13 +106,13 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, sr_ratio: int = 1,
                  linear: bool = False, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
-                 pool_size: int = 7, use_sdpa: bool = False):
+                 pool_size: int = 7, use_sdpa: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, sr_ratio=sr_ratio,
                                        linear=linear, pool_size=pool_size, attn_drop=attn_drop,
                                        proj_drop=drop, use_sdpa=use_sdpa)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath.make(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = ConvFFN(dim, int(dim * mlp_ratio), drop=drop, extra_relu=linear)
 
@@ -288,7 +165,9 @@ class PyramidVisionTransformerV2(nn.Module):
         norm_eps: eps of the block and stage LayerNorms (1e-6 in every official
             factory; the patch-embedding and reduction LayerNorms keep 1e-5).
         pool_size: P of linear SRA.
-        use_sdpa: fused ``F.scaled_dot_product_attention`` (faster on GPU).
+        use_sdpa: fused ``F.scaled_dot_product_attention`` (the default; faster, and
+            memory linear in the tokens on a GPU); False runs the explicit
+            softmax(QK^T)V of chapter 1, as the official code does (tested equal).
     """
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000,
@@ -297,21 +176,22 @@ class PyramidVisionTransformerV2(nn.Module):
                  mlp_ratios: Sequence[float] = (8, 8, 4, 4), sr_ratios: Sequence[int] = (8, 4, 2, 1),
                  linear: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, norm_eps: float = 1e-6,
-                 pool_size: int = 7, use_sdpa: bool = False):
+                 pool_size: int = 7, use_sdpa: bool = True):
         super().__init__()
-        n = len(depths)
-        for name, v in (("embed_dims", embed_dims), ("num_heads", num_heads),
-                        ("mlp_ratios", mlp_ratios), ("sr_ratios", sr_ratios)):
-            if len(v) != n:
-                raise ValueError(f"{name} has {len(v)} entries but depths has {n}")
+        check_model_args(num_classes, in_chans, drop_path_rate)
+        n = len(check_positive_ints("depths", depths))
+        embed_dims = check_positive_ints("embed_dims", embed_dims, n)
+        num_heads = check_positive_ints("num_heads", num_heads, n)
+        sr_ratios = check_positive_ints("sr_ratios", sr_ratios, n)
+        if len(mlp_ratios) != n or any(not r > 0 for r in mlp_ratios):
+            raise ValueError(f"mlp_ratios needs {n} positive numbers, got {mlp_ratios!r}")
         self.in_chans, self.num_classes = in_chans, num_classes
-        self.embed_dims, self.depths = tuple(embed_dims), tuple(depths)
-        self.sr_ratios, self.linear = tuple(sr_ratios), linear
+        self.embed_dims, self.depths = embed_dims, tuple(depths)
+        self.sr_ratios, self.linear = sr_ratios, linear
         self.strides = tuple([4] + [2] * (n - 1))
         self.num_features = embed_dims[-1]
 
-        # stochastic depth: 0 for the first block, drop_path_rate for the last
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))  # 0 for the first block
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(n):
@@ -346,36 +226,26 @@ class PyramidVisionTransformerV2(nn.Module):
                 m = math.lcm(m, s * r)
         return m
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side: ``size_multiple``, or 1 for the linear variant."""
+        return self.size_multiple
+
+    def stage_sizes(self, H: int, W: int) -> List[Tuple[int, int]]:
+        """The (H_i, W_i) token grid of each stage for an H x W input (padded convs
+        round up: ceil(H / s))."""
+        sizes = []
+        for stride in self.strides:
+            H, W = -(-H // stride), -(-W // stride)
+            sizes.append((H, W))
+        return sizes
+
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` that says what works if ``x`` cannot be processed."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"PVTv2 expects images (B, {self.in_chans}, H, W), got {shape}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"PVTv2 was built for {self.in_chans}-channel images "
-                             f"(B, {self.in_chans}, H, W) but got {x.shape[1]} channels "
-                             f"(shape {tuple(x.shape)}); build it with in_chans={x.shape[1]} "
-                             f"or convert the input")
-        H, W = x.shape[-2:]
-        if not self.linear:
-            s = 1
-            for i, ((h, w), r) in enumerate(zip(stage_sizes(self, H, W), self.sr_ratios)):
-                s *= self.strides[i]
-                if r > 1 and (h < r or w < r):
-                    raise ValueError(
-                        f"the reduction ratio sr_ratio={r} of stage {i + 1} is larger than its "
-                        f"{h} x {w} map (input {H} x {W}); it needs inputs of at least "
-                        f"{s * r} x {s * r}, or a smaller sr_ratio")
+        """Raise a ``TypeError``/``ValueError`` that says what works if ``x`` cannot be
+        processed (``hirilib.layers.check_image``)."""
         m = self.size_multiple
-        bad = [d for d in (H, W) if d % m]
-        if bad:
-            d = bad[0]
-            lo, hi = (d // m) * m, (d // m + 1) * m
-            near = f"{lo} and {hi}" if lo > 0 else f"{hi}"
-            raise ValueError(
-                f"PVTv2 with spatial-reduction attention needs input sides divisible by {m} "
-                f"(each stride-R reduction must tile its stage's map), got {H} x {W}; "
-                f"the nearest sizes that work are {near}")
+        check_image(x, self.in_chans, multiple=m, min_size=m, name="PVTv2",
+                    why="each stride-R key/value reduction must tile its stage's map")
 
     # -- forward -------------------------------------------------------------------------
 
@@ -406,69 +276,9 @@ class PyramidVisionTransformerV2(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh (officially initialised) head for ``num_classes`` classes."""
-        self.num_classes = num_classes
+        self.num_classes = check_int("num_classes", num_classes, 0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.head.apply(init_weights)
-
-
-# ----------------------------------------------------------------------------- factories
-
-def _create(variant: str, num_classes: int, in_chans: int, drop_path_rate: float,
-            **overrides) -> PyramidVisionTransformerV2:
-    cfg = {**PVT_V2_CONFIGS[variant], **overrides}
-    model = PyramidVisionTransformerV2(in_chans=in_chans, num_classes=num_classes,
-                                       drop_path_rate=drop_path_rate, **cfg)
-    model.variant = variant
-    return model
-
-
-@register_model
-def pvt_v2_b0(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B0: C = 32, 64, 160, 256; depths 2, 2, 2, 2 (3.67 M params)."""
-    return _create("pvt_v2_b0", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b1(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B1: C = 64, 128, 320, 512; depths 2, 2, 2, 2 (14.01 M params)."""
-    return _create("pvt_v2_b1", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b2(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B2: C = 64, 128, 320, 512; depths 3, 4, 6, 3 (25.36 M params)."""
-    return _create("pvt_v2_b2", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b2_li(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-                 **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B2-Li: B2 with linear SRA in all stages (22.55 M params)."""
-    return _create("pvt_v2_b2_li", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b3(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B3: C = 64, 128, 320, 512; depths 3, 4, 18, 3 (45.24 M params)."""
-    return _create("pvt_v2_b3", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b4(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B4: C = 64, 128, 320, 512; depths 3, 8, 27, 3 (62.56 M params)."""
-    return _create("pvt_v2_b4", num_classes, in_chans, drop_path_rate, **kwargs)
-
-
-@register_model
-def pvt_v2_b5(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
-              **kwargs) -> PyramidVisionTransformerV2:
-    """PVTv2-B5: C = 64, 128, 320, 512; depths 3, 6, 40, 3; MLP ratio 4 (81.96 M params)."""
-    return _create("pvt_v2_b5", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -518,125 +328,61 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torc
     return out
 
 
-def hub_repo(name: str) -> str:
-    """The Hub repository of timm's ImageNet-1k weights for variant ``name``."""
-    return f"timm/{name}.in1k"
+# ----------------------------------------------------------------------------- factories
+
+def _create(variant: str, num_classes: int, in_chans: int, drop_path_rate: float,
+            **overrides) -> PyramidVisionTransformerV2:
+    cfg = {**PVT_V2_CONFIGS[variant], **overrides}
+    model = PyramidVisionTransformerV2(in_chans=in_chans, num_classes=num_classes,
+                                       drop_path_rate=drop_path_rate, **cfg)
+    model.variant = variant
+    return model
 
 
-def download_pretrained(name: str, revision: Optional[str] = None,
-                        cache_dir: Optional[str] = None) -> Path:
-    """timm's weights for ``name`` from the Hub (or the local Hub cache); the file's path."""
-    return download_weights(hub_repo(name), revision=revision, cache_dir=cache_dir)
+@register_model(pretrained="timm/pvt_v2_b0.in1k", converter=convert_state_dict)
+def pvt_v2_b0(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B0: C = 32, 64, 160, 256; depths 2, 2, 2, 2 (3.67 M params)."""
+    return _create("pvt_v2_b0", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-def load_pretrained(model: PyramidVisionTransformerV2, name: Optional[str] = None,
-                    path: Optional[str | Path] = None, strict: bool = True,
-                    revision: Optional[str] = None, cache_dir: Optional[str] = None
-                    ) -> PyramidVisionTransformerV2:
-    """Load ImageNet-1k weights into ``model`` and return it.
-
-    With ``path`` the weights come from that local file (timm's
-    ``model.safetensors`` / ``pytorch_model.bin``, or an official ``.pth``);
-    otherwise timm's published weights for ``name`` (default: the variant the
-    model was built as) are fetched from the Hugging Face Hub, repository
-    ``timm/<name>.in1k``.  If the model's classifier has a different number of
-    classes, the checkpoint's head is skipped (with a warning) and the rest
-    is loaded.  Offline, a ``PretrainedWeightsUnavailable`` error says how to
-    pass a local file.
-    """
-    name = name or getattr(model, "variant", None)
-    if path is None:
-        if name not in PVT_V2_CONFIGS:
-            raise ValueError(f"no pretrained weights known for {name!r}; pass name= one of "
-                             f"{sorted(PVT_V2_CONFIGS)} or path= a local checkpoint")
-        path = download_pretrained(name, revision=revision, cache_dir=cache_dir)
-    return load_weights(model, convert_state_dict(read_checkpoint(path)), head_prefix="head.",
-                        source=str(path))
+@register_model(pretrained="timm/pvt_v2_b1.in1k", converter=convert_state_dict)
+def pvt_v2_b1(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B1: C = 64, 128, 320, 512; depths 2, 2, 2, 2 (14.01 M params)."""
+    return _create("pvt_v2_b1", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-# ----------------------------------------------------------------------------- benchmark
-
-#: The three attention flavours chapter 2 compares, as (model name, overrides).
-ATTENTION_COMPARISON: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "B2 (SRA)": ("pvt_v2_b2", {}),
-    "B2-Li (linear SRA)": ("pvt_v2_b2_li", {}),
-    "B2, full attention": ("pvt_v2_b2", {"sr_ratios": (1, 1, 1, 1)}),
-}
+@register_model(pretrained="timm/pvt_v2_b2.in1k", converter=convert_state_dict)
+def pvt_v2_b2(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B2: C = 64, 128, 320, 512; depths 3, 4, 6, 3 (25.36 M params)."""
+    return _create("pvt_v2_b2", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-def latency_vs_resolution(models: Mapping[str, Tuple[str, Dict[str, Any]]] | Sequence[str],
-                          resolutions: Sequence[int], device: str | torch.device = "cpu",
-                          batch_size: int = 1, dtype: str = "fp32", warmup: int = 5,
-                          runs: int = 20, channels_last: bool = False, compile: bool = False,
-                          use_sdpa: bool = False) -> List[Dict[str, Any]]:
-    """Median forward latency of each model at each square resolution.
-
-    ``models`` maps a label to ``(registered name, overrides)`` (see
-    ``ATTENTION_COMPARISON``), or is a list of registered names.  One record
-    per (model, resolution), with ``hirilib.profile.measure_latency``'s fields
-    (median, spread, settings, device).  A run that exhausts GPU memory, or whose
-    explicit attention matrices would need more than 80% of the device's memory
-    (then it is not attempted), gives a record with ``"oom": True`` instead.
-    """
-    from hirilib.profile import measure_latency
-    from hirilib.registry import create_model
-
-    if not isinstance(models, Mapping):
-        models = {n: (n, {}) for n in models}
-    device = torch.device(device)
-    budget = 0.8 * _memory_bytes(device)
-    records = []
-    for label, (name, overrides) in models.items():
-        model = create_model(name, **{**overrides, "use_sdpa": use_sdpa})
-        for res in resolutions:
-            rec: Dict[str, Any] = {"label": label, "model": name,
-                                   "overrides": {k: list(v) if isinstance(v, tuple) else v
-                                                 for k, v in overrides.items()},
-                                   "resolution": res, "use_sdpa": use_sdpa}
-            need = 0 if use_sdpa else _attention_bytes(model, res, batch_size)
-            if need > budget:  # would not fit: say so rather than crash the machine
-                rec.update(oom=True, estimated_bytes=need, batch_size=batch_size, dtype=dtype)
-                records.append(rec)
-                continue
-            try:
-                rec.update(measure_latency(model, (batch_size, 3, res, res), device=device,
-                                           dtype=dtype, channels_last=channels_last,
-                                           compile=compile, warmup=warmup, runs=runs))
-            except torch.cuda.OutOfMemoryError:
-                rec.update(oom=True, batch_size=batch_size, dtype=dtype)
-            finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            records.append(rec)
-        del model
-    return records
+@register_model(pretrained="timm/pvt_v2_b2_li.in1k", converter=convert_state_dict)
+def pvt_v2_b2_li(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B2-Li: B2 with linear SRA in all stages (22.55 M params)."""
+    return _create("pvt_v2_b2_li", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-def _memory_bytes(device: torch.device) -> int:
-    """Memory of the device: the GPU's, or the machine's RAM for the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+@register_model(pretrained="timm/pvt_v2_b3.in1k", converter=convert_state_dict)
+def pvt_v2_b3(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B3: C = 64, 128, 320, 512; depths 3, 4, 18, 3 (45.24 M params)."""
+    return _create("pvt_v2_b3", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-def _attention_bytes(model: PyramidVisionTransformerV2, res: int, batch: int) -> int:
-    """fp32 bytes of the largest explicit attention matrices (scores, softmax and a
-    temporary, each B x heads x N x M) at a res x res input."""
-    worst = 0
-    for stage, (h, w) in zip(model.stages, stage_sizes(model, res, res)):
-        a = stage.blocks[0].attn
-        worst = max(worst, batch * a.num_heads * h * w * a.kv_tokens(h, w) * 4)
-    return 3 * worst
+@register_model(pretrained="timm/pvt_v2_b4.in1k", converter=convert_state_dict)
+def pvt_v2_b4(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B4: C = 64, 128, 320, 512; depths 3, 8, 27, 3 (62.56 M params)."""
+    return _create("pvt_v2_b4", num_classes, in_chans, drop_path_rate, **kwargs)
 
 
-def bench_pvt_v2(device: str | torch.device = "cpu", quick: bool = False) -> List[Dict[str, Any]]:
-    """The chapter-2 latency suite: B2 (SRA), B2-Li and B2 with full attention,
-    batch 1, fp32, explicit softmax(QK^T)V as in the official code, at input
-    resolutions 224 ... 1024 (quick: 224, 256, 288 with few runs)."""
-    if quick:
-        return latency_vs_resolution(ATTENTION_COMPARISON, (224, 256, 288), device,
-                                     warmup=1, runs=3)
-    return latency_vs_resolution(ATTENTION_COMPARISON, (224, 320, 448, 512, 640, 768, 896, 1024),
-                                 device, warmup=10, runs=30)
+@register_model(pretrained="timm/pvt_v2_b5.in1k", converter=convert_state_dict)
+def pvt_v2_b5(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+              **kwargs) -> PyramidVisionTransformerV2:
+    """PVTv2-B5: C = 64, 128, 320, 512; depths 3, 6, 40, 3; MLP ratio 4 (81.96 M params)."""
+    return _create("pvt_v2_b5", num_classes, in_chans, drop_path_rate, **kwargs)

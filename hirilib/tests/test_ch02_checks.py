@@ -9,7 +9,7 @@ defines (``OverlapPatchEmbed``, ``ConvFFN``, ``linear_sra_macs``,
 from hirilib import analytic, layers
 from hirilib.checks import implementation
 from hirilib.checks import pvt_v2 as checks
-from hirilib.models.pvt_v2 import closed_form_macs, closed_form_params
+from hirilib.analytic import pvt_v2_macs, pvt_v2_params
 
 
 def _linear_sra_macs(H, W, C, P):
@@ -17,7 +17,7 @@ def _linear_sra_macs(H, W, C, P):
 
 
 def _pvt_v2_params(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes):
-    return closed_form_params(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes)
+    return pvt_v2_params(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes)
 
 
 def test_overlap_patch_embed():
@@ -37,7 +37,7 @@ def test_pvt_v2_params():
 
 
 def _pvt_v2_macs(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes, H, W):
-    return closed_form_macs(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes,
+    return pvt_v2_macs(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes,
                             H=H, W=W)
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 import hirilib
-from hirilib import profile
-from hirilib.profile import UncountedOpError, count_flops
+from hirilib import measure as profile
+from hirilib.measure import UncountedOpError, count_flops
 
 
 class _Cumsum(nn.Module):
@@ -59,11 +59,41 @@ def test_results_file_roundtrip_and_metadata(tmp_path):
     path = profile.save_results(tmp_path / "r.json", [{"x": 1, "ms": 2.5}],
                                 settings={"batch_size": 1}, command="python -m hirilib bench t")
     doc = profile.load_results(path)
-    for key in ("device", "torch", "python", "hirilib", "date", "command", "settings"):
+    for key in ("device", "device_type", "driver", "torch", "python", "hirilib", "date",
+                "command", "settings"):
         assert key in doc
     assert doc["records"] == [{"x": 1, "ms": 2.5}]
     assert "python -m hirilib bench t" in profile.describe(doc)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_results_file_written_atomically(tmp_path, monkeypatch):
+    """A failure while writing leaves the old file intact and no temporary behind."""
+    path = profile.save_results(tmp_path / "r.json", [{"x": 1}], command="first")
+    import hirilib.measure.results as results
+
+    def broken_dumps(*args, **kwargs):
+        return "{" + "x" * 10  # half a document...
+
+    real_replace = results.os.replace
+    monkeypatch.setattr(results.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        profile.save_results(path, [{"x": 2}], command="second")
+    monkeypatch.setattr(results.os, "replace", real_replace)
+    assert profile.load_results(path)["command"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_cpu_run_never_replaces_a_gpu_file(tmp_path):
+    path = tmp_path / "suite.json"
+    doc = {"format": 1, "device": "NVIDIA H100", "device_type": "cuda", "torch": "2", "date": "2026-01-01",
+           "command": "x", "records": []}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(profile.ResultsError, match="holds a GPU measurement.*--force"):
+        profile.save_results(path, [{"x": 1}], device="cpu")
+    assert json.loads(path.read_text()) == doc
+    profile.save_results(path, [{"x": 1}], device="cpu", force=True)
+    assert profile.load_results(path)["device_type"] == "cpu"
 
 
 def test_load_results_rejects_other_json(tmp_path):
@@ -71,16 +101,6 @@ def test_load_results_rejects_other_json(tmp_path):
     p.write_text(json.dumps({"records": []}))
     with pytest.raises(ValueError, match="not a hirilib results file"):
         profile.load_results(p)
-
-
-def test_unknown_model_name_suggests_close_matches(monkeypatch):
-    from hirilib import registry
-
-    monkeypatch.setitem(registry._MODELS, "tiny_test_net", lambda **kw: nn.Identity())
-    assert "tiny_test_net" in hirilib.list_models("tiny_*")
-    assert isinstance(hirilib.create_model("tiny_test_net"), nn.Identity)
-    with pytest.raises(ValueError, match="unknown model 'tiny_tset_net'.*did you mean: tiny_test_net"):
-        hirilib.create_model("tiny_tset_net")
 
 
 @pytest.mark.parametrize("flag,expected", [("1", True), ("0", False)])
@@ -93,3 +113,12 @@ def test_quick_mode_without_flag_means_no_gpu(monkeypatch):
     monkeypatch.delenv("HIRILIB_QUICK", raising=False)
     assert hirilib.quick_mode() is (not torch.cuda.is_available())
 
+
+
+@pytest.mark.parametrize("pool, shape, want", [
+    (nn.AvgPool2d(2), (1, 4, 8, 8), 4 * 4 * 4 * 4),
+    (nn.AvgPool2d(3, 2, 1), (1, 4, 8, 8), 4 * 4 * 4 * 9),
+    (nn.AvgPool2d((2, 3)), (1, 4, 8, 9), 4 * 4 * 3 * 6),
+])
+def test_avg_pool_counts_one_accumulate_per_window_element(pool, shape, want):
+    assert count_flops(pool, shape) == want

@@ -1,4 +1,5 @@
-"""Glue between notebooks and the book's prose.
+"""What the chapters use besides the models: ``glue`` (numbers from code into prose),
+``show_source`` (the package's code on the page) and ``plot`` (one figure style).
 
 ``glue(name, value)`` stores a number computed in a chapter so that the prose
 can quote it with ``{glue:text}`name``` (myst-nb): the text then cannot drift

@@ -1,11 +1,4 @@
-"""Closed-form parameter and multiply-accumulate counts, derived in chapter 1.
-
-These are written from the equations alone, independently of the modules, so
-that ``hirilib.profile.count_flops`` (which traces the modules) can be checked
-against them.  Conventions are those of fvcore and of the papers' counters:
-a linear layer or convolution costs one MAC per weight use (bias free), a
-LayerNorm 5 per element, an inference BatchNorm 2 per element, element-wise
-ops nothing.
+"""Closed-form counts of the shared layers: attention and the FFNs (chapter 1).
 
 For N = H*W query tokens of C channels, h heads, and M key/value tokens:
 
@@ -23,8 +16,7 @@ linear in N.
 
 from __future__ import annotations
 
-LN_PER_ELEMENT = 5  # fvcore: mean, variance, normalise, scale, shift
-BN_PER_ELEMENT = 2  # fvcore, inference: scale and shift (folded statistics)
+from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
 
 
 def mha_macs(H: int, W: int, C: int, sr_ratio: int = 1, linear: bool = False,

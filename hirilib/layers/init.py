@@ -1,0 +1,22 @@
+"""Weight initialisation shared by several models (each model file says which it uses)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02, convs: bool = True) -> None:
+    """Linear (and, with ``convs``, Conv2d) weights ~ truncated normal(0, std), biases 0;
+    norms' weights 1, biases 0.  Apply with ``model.apply(trunc_normal_init)``.
+
+    ConvNeXt and Hire-MLP initialise convs and linears this way; CAS-ViT only its
+    linears (``convs=False``), leaving convs at PyTorch's default.
+    """
+    if isinstance(module, nn.Linear) or (convs and isinstance(module, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,16 @@
+"""Measuring a model: ``flops`` (parameters and multiply-accumulates, counted as the
+papers count them), ``timing`` (latency, throughput, peak memory) and ``results``
+(the results-file format that chapters plot from)."""
+
+from .flops import (EXTRA_FLOP_HANDLES, UncountedOpError, ZERO_COST_OPS, blank_model,
+                    bn_flop_handle, count_flops, count_params, flop_analysis, flops_by_module)
+from .results import (ResultsError, describe, environment, find_results, load_results,
+                      save_results)
+from .timing import device_name, measure_latency, measure_throughput
+
+__all__ = [
+    "count_params", "count_flops", "flop_analysis", "flops_by_module", "blank_model",
+    "bn_flop_handle", "UncountedOpError", "ZERO_COST_OPS", "EXTRA_FLOP_HANDLES",
+    "measure_latency", "measure_throughput", "device_name",
+    "save_results", "load_results", "describe", "environment", "find_results", "ResultsError",
+]

@@ -1,0 +1,104 @@
+"""Timing a model: latency, throughput and peak memory, measured the same way everywhere.
+
+Warm-up runs first (kernel selection, caches, ``torch.compile``), then timed runs
+with the device synchronised: CUDA events on a GPU, ``perf_counter`` on a CPU.
+Every record carries the median, the spread (25th-75th percentile, min, max) and
+the settings (batch, precision, memory format, compile), so that no figure is
+shown without how it was measured.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
+                    device: str | torch.device = "cpu", dtype: str = "fp32",
+                    channels_last: bool = False, compile: bool = False,
+                    warmup: int = 5, runs: int = 20, extra_args: Sequence[Any] = ()
+                    ) -> Dict[str, Any]:
+    """Time one forward pass: warm-up, then ``runs`` synchronised runs.
+
+    On CUDA each run is timed with CUDA events; on CPU with ``perf_counter``.
+    ``dtype`` 'fp16' / 'bf16' run under autocast (weights stay fp32).
+    Returns the median, the spread (25th-75th percentile, min, max) in
+    milliseconds, throughput in images/s, peak memory (CUDA only), and the
+    settings, so that every figure can state how it was measured.
+    """
+    device = torch.device(device)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    model = model.to(device).eval()
+    x = torch.randn(*input_size, device=device)
+    if channels_last and x.ndim == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    fn = torch.compile(model) if compile else model
+    autocast = torch.autocast(device.type, dtype=_DTYPES[dtype], enabled=dtype != "fp32")
+    times: List[float] = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            fn(x, *extra_args)
+        _sync(device)
+        for _ in range(runs):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(x, *extra_args)
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn(x, *extra_args)
+                times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    median = statistics.median(times)
+    return {
+        "median_ms": median, "p25_ms": q[0], "p75_ms": q[2],
+        "min_ms": min(times), "max_ms": max(times),
+        "throughput_img_s": input_size[0] / (median / 1e3),
+        "peak_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20
+                        if device.type == "cuda" else None),
+        "batch_size": input_size[0], "input_size": list(input_size), "dtype": dtype,
+        "channels_last": channels_last, "compile": compile, "warmup": warmup, "runs": runs,
+        "device": device_name(device),
+    }
+
+
+def measure_throughput(model: nn.Module, batch_size: int = 64, resolution: int = 224,
+                       **kwargs) -> Dict[str, Any]:
+    """Images per second at a large batch (``measure_latency`` at that batch)."""
+    return measure_latency(model, (batch_size, 3, resolution, resolution), **kwargs)
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    """'NVIDIA H100 80GB HBM3', or the CPU's name with its core count."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({torch.get_num_threads()} threads)"
