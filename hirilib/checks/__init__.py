@@ -1,21 +1,22 @@
-"""Checks a student can run on their own implementation.
+"""Coursework: checks a student can run on their own implementation.
 
-Each chapter's exercises give a stub that raises ``NotImplementedError`` and a
-check cell.  The checks are the same ones that verify ``hirilib``: they take
-the implementation to test as an argument, so they grade ours (``pytest
-hirilib``) or a student's alike.
+Each chapter's exercises ask for a named function or class (``MyAttention``,
+``attention_macs`` ...) and give a stub that raises ``NotImplementedError``, then a
+check cell::
 
-In a notebook::
+    from hirilib.checks import grade
+    grade("MyAttention", MyAttention)
 
-    from hirilib.checks import grade, attention
-    grade("MHA from scratch", attention.check_mha, MyAttention)
+The checks are the ones that verify ``hirilib``: every exercise is registered here
+(``Exercise``) with its check, hirilib's own implementation of the same spec, and the
+typical wrong answers, whose failure messages must name the mistake (the tests make
+sure they do).  From the command line, against a student's file::
 
-From the command line, against a student's module (a ``.py`` file or an
-importable name) that defines some of the graded names::
+    HIRILIB_STUDENT=my_answers.py pytest hirilib
 
-    HIRILIB_STUDENT=my_attention.py pytest hirilib
-
-Names the student module does not define are taken from ``hirilib``.
+grades every exercise name the file defines (the names the exercises ask for) and
+takes the others from hirilib; the run's header says which came from where, and the
+run fails at once if the file defines none of them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -32,29 +35,113 @@ import torch
 ATOL = 1e-5
 
 
-def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    """Assert equal shapes and a max abs difference below ``atol``, saying what differs."""
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-    err = (a - b).abs().max().item()
-    assert err < atol, f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}"
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the name the notebook asks for, its chapter and number, the check,
+    hirilib's implementation of the same spec (``reference()``), and known wrong answers
+    (``mistakes``: the words the failure message must contain -> ``() -> wrong answer``)."""
+
+    name: str
+    chapter: int
+    number: int
+    check: Callable[[Any], None]
+    reference: Callable[[], Any]
+    mistakes: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
 
-def grade(name: str, check: Callable[..., Any], *args, **kwargs) -> Optional[bool]:
-    """Run ``check(*args, **kwargs)`` and print a verdict a student can act on.
+EXERCISES: Dict[str, Exercise] = {}
 
-    Returns True (passed), False (an assertion failed: the message says what
-    differs) or None (the stub still raises ``NotImplementedError``).
+
+def register(*exercises: Exercise) -> None:
+    """Register exercises (each chapter's checks module does, at import)."""
+    for ex in exercises:
+        if ex.name in EXERCISES and EXERCISES[ex.name] is not ex:
+            raise ValueError(f"an exercise named {ex.name!r} is already registered")
+        EXERCISES[ex.name] = ex
+
+
+def all_exercises() -> List[Exercise]:
+    """Every registered exercise, in chapter order."""
+    from . import attention, convnext, pvt_v2  # noqa: F401  (registers them)
+
+    return sorted(EXERCISES.values(), key=lambda e: (e.chapter, e.number, e.name))
+
+
+class CheckFailed(AssertionError):
+    """A check found a difference; the message says what differs and, where a known
+    mistake explains it, which mistake."""
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float = ATOL,
+                 mistakes: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    """Assert equal shapes and a max abs difference below ``atol``.
+
+    ``mistakes`` maps a description of a typical mistake ("no 1/sqrt(d) scaling") to the
+    output that mistake gives on the same input; when ``got`` matches one of them, the
+    message names it.
     """
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a tensor, got {type(got).__name__}")
+    if got.shape != want.shape:
+        raise CheckFailed(f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    err = (got.detach().float() - want.float()).abs().max().item()
+    if err < atol:
+        return
+    for mistake, wrong in (mistakes or {}).items():
+        if wrong.shape == got.shape and (got.detach().float() - wrong.float()).abs().max() < atol:
+            raise CheckFailed(f"{what} differs (max abs difference {err:.2e}), and matches "
+                              f"what you get with {mistake}")
+    raise CheckFailed(f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}")
+
+
+def assert_equal_count(got: int, want: int, what: str,
+                       mistakes: Optional[Mapping[str, int]] = None) -> None:
+    """Assert an exact count (parameters, MACs); name a known mistake whose count ``got`` is."""
+    if not isinstance(got, int) or isinstance(got, bool):
+        raise CheckFailed(f"{what}: expected an integer, got {type(got).__name__} {got!r}")
+    if got == want:
+        return
+    for mistake, wrong in (mistakes or {}).items():
+        if got == wrong:
+            raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} (difference "
+                              f"{got - want:+,}): that is the count with {mistake}")
+    raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} "
+                      f"(difference {got - want:+,})")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def grade(name: str, implementation: Any, quiet: bool = False) -> Optional[bool]:
+    """Check ``implementation`` against exercise ``name`` and print a verdict a student
+    can act on.
+
+    Returns True (passed), False (failed: the message says what differs, or the
+    exception your code raised, in one line) or None (the stub still raises
+    ``NotImplementedError``).
+    """
+    exercises = {e.name: e for e in all_exercises()}
+    if name not in exercises:
+        raise ValueError(f"no exercise named {name!r}; the exercises are "
+                         f"{', '.join(sorted(exercises))}")
     try:
-        check(*args, **kwargs)
+        exercises[name].check(implementation)
     except NotImplementedError:
-        print(f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)")
-        return None
-    except AssertionError as e:
-        print(f"[x] {name}: FAILED: {e}")
-        return False
-    print(f"[v] {name}: passed")
-    return True
+        verdict, message = None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
+    except AssertionError as e:  # CheckFailed, or an assert of the check
+        verdict, message = False, f"[x] {name}: FAILED: {e}"
+    except Exception as e:  # the student's code raised: report it, do not crash the cell
+        verdict, message = False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
+    else:
+        verdict, message = True, f"[v] {name}: passed"
+    if not quiet:
+        print(message)
+    return verdict
+
+
+# ----------------------------------------------------------------------------- student modules
 
 
 def student_module():
@@ -66,16 +153,28 @@ def student_module():
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"HIRILIB_STUDENT points to {path}, which does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
+        name = f"hirilib_student_{path.stem}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
         spec.loader.exec_module(mod)
         return mod
     return importlib.import_module(target)
 
 
-def implementation(name: str, reference: Any) -> Any:
-    """The student's ``name`` if their module defines it, else ``reference``."""
+def implementation(name: str) -> Any:
+    """The student's ``name`` if ``HIRILIB_STUDENT``'s module defines it, else hirilib's."""
     mod = student_module()
     if mod is not None and hasattr(mod, name):
         return getattr(mod, name)
-    return reference
+    return {e.name: e for e in all_exercises()}[name].reference()
+
+
+def sources() -> Dict[str, List[str]]:
+    """Which exercise names come from the student's module and which from hirilib."""
+    mod = student_module()
+    names = [e.name for e in all_exercises()]
+    mine = [n for n in names if mod is not None and hasattr(mod, n)]
+    return {"student": mine, "hirilib": [n for n in names if n not in mine]}

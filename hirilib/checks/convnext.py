@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from hirilib.measure import flop_analysis
-from hirilib.checks import assert_close
+from hirilib.checks import CheckFailed, Exercise, assert_close, assert_equal_count, register
 
 
 
@@ -95,3 +95,57 @@ def check_roadmap_state_dict(fn) -> None:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert_close(roadmap(x), convnext(x), "RoadmapNet with the mapped weights vs ConvNeXt", atol=1e-4)
+
+
+class _PostNormBlock(torch.nn.Module):
+    """A typical mistake: the LayerNorm after the MLP instead of before it."""
+
+    def __init__(self, dim, drop_path=0.0, ls_init_value=1e-6):
+        super().__init__()
+        from hirilib.models.convnext import Block
+
+        ref = Block(dim, ls_init_value=ls_init_value)
+        self.dwconv, self.norm, self.pwconv1 = ref.dwconv, ref.norm, ref.pwconv1
+        self.act, self.pwconv2, self.gamma = ref.act, ref.pwconv2, ref.gamma
+
+    def forward(self, x):
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)
+        x = self.norm(self.pwconv2(self.act(self.pwconv1(x))))
+        return shortcut + (self.gamma * x).permute(0, 3, 1, 2)
+
+
+def _conv_macs_as_dense(dim, height, width, kernel_size=7):
+    return height * width * dim * (kernel_size ** 2 * dim + 8 * dim)  # a dense k x k conv
+
+
+def _linear_not_reshaped(state_dict):
+    return {k.replace(".dwconv.", ".conv_dw.").replace(".norm.", ".norm_dw.")
+             .replace(".pwconv1.", ".pw1.").replace(".pwconv2.", ".pw2.")
+             if ".blocks." in k else k: v for k, v in state_dict.items()}
+
+
+def _reference_block():
+    from hirilib.models.convnext import Block
+    return Block
+
+
+def _reference_block_macs():
+    from hirilib.analytic import convnext_block_macs
+    return convnext_block_macs
+
+
+def _reference_roadmap_state_dict():
+    from hirilib.models.convnext_roadmap import roadmap_state_dict
+    return roadmap_state_dict
+
+
+register(
+    Exercise("MyBlock", 3, 1, check_block, reference=_reference_block,
+             mistakes={"max abs difference": lambda: _PostNormBlock}),
+    Exercise("my_block_macs", 3, 2, check_block_macs, reference=_reference_block_macs,
+             mistakes={"not k*k*C": lambda: _conv_macs_as_dense}),
+    Exercise("my_roadmap_state_dict", 3, 3, check_roadmap_state_dict,
+             reference=_reference_roadmap_state_dict,
+             mistakes={"wrong shapes": lambda: _linear_not_reshaped}),
+)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hirilib.measure import count_flops, count_params
-from hirilib.checks import assert_close
+from hirilib.checks import CheckFailed, Exercise, assert_close, assert_equal_count, register
 
 
 
@@ -196,3 +196,32 @@ def check_pvt_v2_macs(fn) -> None:
         what = f"{name} {over}" if over else name
         assert got == want, (f"{what} at {H}x{W}: your count is {got:,}, "
                              f"count_flops gives {want:,} (difference {got - want:+,})")
+
+
+def _reference_patch_embed():
+    from hirilib.layers import OverlapPatchEmbed
+    return OverlapPatchEmbed
+
+
+def _reference_conv_ffn():
+    from hirilib.layers import ConvFFN
+    return ConvFFN
+
+
+def _pvt_v2_params_reference(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes):
+    from hirilib.analytic import pvt_v2_params
+    return pvt_v2_params(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes)
+
+
+def _pvt_v2_macs_reference(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes, H, W):
+    from hirilib.analytic import pvt_v2_macs
+    return pvt_v2_macs(embed_dims, depths, mlp_ratios, sr_ratios, linear, num_classes, H=H, W=W)
+
+
+register(
+    Exercise("MyOverlapPatchEmbed", 2, 1, check_overlap_patch_embed, reference=_reference_patch_embed),
+    Exercise("MyConvFFN", 2, 2, check_conv_ffn, reference=_reference_conv_ffn),
+    Exercise("pvt_v2_params", 2, 3, check_pvt_v2_params,
+             reference=lambda: _pvt_v2_params_reference),
+    Exercise("pvt_v2_macs", 2, 4, check_pvt_v2_macs, reference=lambda: _pvt_v2_macs_reference),
+)

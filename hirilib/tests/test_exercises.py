@@ -1,0 +1,49 @@
+"""Every chapter's exercises, graded against hirilib (or a student's module).
+
+``pytest hirilib`` grades hirilib's own implementation of each exercise's spec;
+``HIRILIB_STUDENT=my_answers.py pytest hirilib`` grades the names that file defines
+(the names the exercises ask for: ``MyAttention``, ``attention_macs`` ...).  The second
+test makes sure the checks fail the typical wrong answers with a message that names
+the mistake (it only runs when grading hirilib itself).
+"""
+
+import os
+
+import pytest
+
+from hirilib.checks import all_exercises, grade, implementation
+
+EXERCISES = all_exercises()
+MISTAKES = [(ex, phrase) for ex in EXERCISES for phrase in ex.mistakes]
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=lambda e: f"ch{e.chapter}-{e.number}-{e.name}")
+def test_exercise(ex):
+    ex.check(implementation(ex.name))
+
+
+@pytest.mark.skipif(bool(os.environ.get("HIRILIB_STUDENT")), reason="checks the checks themselves")
+@pytest.mark.parametrize("ex, phrase", MISTAKES, ids=lambda v: getattr(v, "name", str(v)[:30]))
+def test_checks_name_known_mistakes(ex, phrase, capsys):
+    assert grade(ex.name, ex.mistakes[phrase]()) is False
+    out = capsys.readouterr().out
+    assert phrase in out, out
+
+
+def test_grade_reports_a_crash_in_one_line(capsys):
+    class Crashes:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("shape mismatch in my code\nsecond line")
+
+    assert grade("MyAttention", Crashes) is False
+    out = capsys.readouterr().out
+    assert "your code raised RuntimeError: shape mismatch in my code" in out
+    assert "second line" not in out and "Traceback" not in out
+
+
+def test_grade_says_not_attempted(capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert grade("attention_macs", stub) is None
+    assert "not attempted yet" in capsys.readouterr().out
