@@ -8,7 +8,7 @@ True
 __version__ = "0.1.0"
 
 from .registry import create_model, list_models, register_model  # noqa: E402
-from .runtime import get_device, quick_mode, seed_everything, setup  # noqa: E402
+from .runtime import choose, get_device, quick_mode, seed_everything, setup  # noqa: E402
 
-__all__ = ["create_model", "list_models", "register_model", "quick_mode", "get_device",
+__all__ = ["create_model", "list_models", "register_model", "quick_mode", "choose", "get_device",
            "seed_everything", "setup", "__version__"]

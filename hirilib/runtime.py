@@ -23,6 +23,27 @@ def quick_mode() -> bool:
     return not torch.cuda.is_available()
 
 
+def small_sizes() -> bool:
+    """True when ``HIRILIB_SMALL=1``: full mode's code paths with quick mode's sizes.
+
+    The test suite runs every chapter this way on a CPU (``HIRILIB_QUICK=0
+    HIRILIB_SMALL=1``), so that the full-mode branches a Colab reader runs on a GPU
+    have run somewhere before.
+    """
+    return os.environ.get("HIRILIB_SMALL", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def choose(quick, full):
+    """``quick`` in quick mode (or with ``HIRILIB_SMALL=1``), else ``full``: how chapters
+    pick sizes, step counts and lists of variants, so that what runs never depends on
+    anything but the mode.
+
+    >>> choose(quick=[224], full=[224, 448, 768]) in ([224], [224, 448, 768])
+    True
+    """
+    return quick if (quick_mode() or small_sizes()) else full
+
+
 def get_device() -> torch.device:
     """The GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,9 +96,27 @@ def setup(seed: int = 0, verbose: bool = True) -> dict:
     import hirilib
 
     seed_everything(seed)
+    _inline_figures()
     info = {"device": get_device(), "quick": quick_mode(), "seed": seed}
     if verbose:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        mode = "quick" if info["quick"] else ("full (small sizes)" if small_sizes() else "full")
         print(f"hirilib {hirilib.__version__} | torch {torch.__version__} | {gpu} | "
-              f"{'quick' if info['quick'] else 'full'} mode | seed {seed}")
+              f"{mode} mode | seed {seed}")
     return info
+
+
+def _inline_figures() -> None:
+    """In a notebook kernel, draw figures into the notebook even where the environment
+    selects a non-interactive backend (``MPLBACKEND=Agg`` would leave the page blank)."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return
+    try:
+        import matplotlib
+
+        if matplotlib.get_backend().lower() == "agg":
+            matplotlib.use("module://matplotlib_inline.backend_inline")
+    except Exception:  # pragma: no cover - no matplotlib_inline: nothing to do
+        pass

@@ -36,3 +36,44 @@ def show_source(obj: Any) -> Any:
         print(src)
         return None
     return Markdown(f"```python\n{src}```")
+
+
+def table(rows, header, align=None, caption=None):
+    """A table for a notebook page: ``rows`` (sequences of cells, already formatted as
+    strings or numbers) under ``header``.  Returns an HTML object that renders as a real
+    table in Jupyter, on Colab and in the book (Markdown shown from code is parsed as
+    CommonMark there, which has no tables), and prints as aligned text elsewhere.
+
+    ``align`` is a string of 'l' / 'r' / 'c' per column (default: numbers right).
+    """
+    import html
+
+    rows = [list(r) for r in rows]
+    if align is None:
+        align = "".join("r" if rows and isinstance(rows[0][i], (int, float)) else "l"
+                        for i in range(len(header)))
+    css = {"l": "left", "r": "right", "c": "center"}
+
+    def cell(tag, v, a):
+        return f'<{tag} style="text-align:{css[a]}">{html.escape(str(v))}</{tag}>'
+
+    parts = ['<table class="hirilib-table">']
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(cell("th", h, a) for h, a in zip(header, align))
+                 + "</tr></thead><tbody>")
+    for r in rows:
+        parts.append("<tr>" + "".join(cell("td", v, a) for v, a in zip(r, align)) + "</tr>")
+    parts.append("</tbody></table>")
+    markup = "".join(parts)
+    text = "\n".join("  ".join(str(v) for v in r) for r in [header] + rows)
+    try:
+        from IPython.display import HTML
+    except ImportError:  # pragma: no cover
+        return text
+
+    class _Table(HTML):
+        def __repr__(self):
+            return text
+
+    return _Table(markup)
