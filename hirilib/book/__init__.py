@@ -38,6 +38,22 @@ def show_source(obj: Any) -> Any:
     return Markdown(f"```python\n{src}```")
 
 
+def show_error(fn, *args, **kwargs) -> None:
+    """Call ``fn(*args, **kwargs)``, which is expected to raise, and print the error as a
+    reader should see it: its type and message, one line, no traceback through library
+    internals.  If nothing is raised, that is a bug in the page: ``AssertionError``.
+
+    >>> show_error(int, "twelve")
+    ValueError: invalid literal for int() with base 10: 'twelve'
+    """
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # the lesson: what the user sees
+        print(f"{type(e).__name__}: {e}")
+        return
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} was expected to raise, and did not")
+
+
 def table(rows, header, align=None, caption=None):
     """A table for a notebook page: ``rows`` (sequences of cells, already formatted as
     strings or numbers) under ``header``.  Returns an HTML object that renders as a real
