@@ -110,11 +110,28 @@ def _cmd_bench(args) -> int:
     out = check_writable(args.out or f"book/results/{args.suite}.json")
     check_overwrite(out, device.type, force=args.force)
     quick = True if args.quick else (False if args.full else None)
-    records, settings = run_suite(args.suite, device=device, quick=quick)
+    options = {}
+    if args.family:
+        if args.suite != "models":
+            raise UsageError("--family applies to the 'models' suite only")
+        from hirilib.bench import MAIN_VARIANTS
+
+        unknown = sorted(set(args.family) - set(MAIN_VARIANTS))
+        if unknown:
+            raise UsageError(f"unknown family {unknown[0]!r}; choose from "
+                             f"{', '.join(sorted(MAIN_VARIANTS))}")
+        options["families"] = args.family
+    if args.suite == "vs-timm":
+        from hirilib.bench.vs_timm import import_timm
+
+        import_timm()  # before any work: say how to install it if it is missing
+    records, settings = run_suite(args.suite, device=device, quick=quick, **options)
     command = "python -m hirilib " + " ".join(shlex.quote(a) for a in args.argv)
     path = save_results(out, records, settings=settings, command=command, device=device,
                         force=args.force)
-    print(f"wrote {len(records)} records to {path} ({records[0]['device'] if records else '-'})")
+    from hirilib.measure import device_name
+
+    print(f"wrote {len(records)} records to {path} (measured on {device_name(device)})")
     return 0
 
 
@@ -135,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("suite")
     s.add_argument("--out", help="results file (default book/results/SUITE.json)")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    s.add_argument("--family", action="append",
+                   help="with the 'models' suite: measure only this family (repeatable)")
     s.add_argument("--force", action="store_true",
                    help="let a CPU run replace a results file measured on a GPU")
     g = s.add_mutually_exclusive_group()

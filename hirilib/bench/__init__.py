@@ -11,6 +11,8 @@ A suite is a function ``(device, quick) -> list of records``, registered with
     attention   chapter 1: one attention / FFN layer against the map size
     pvt_v2      chapter 2: PVTv2-B2 with SRA, linear SRA and full attention
     convnext    chapter 3: the roadmap steps, the variants, depthwise vs dense convs
+    models      chapter 7: every family's main variants over resolutions and settings
+    vs-timm     chapter 7: our models against timm's, interleaved, as ratios
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from typing import Callable, Dict, List
 import torch
 
 SUITES: Dict[str, Callable[..., List[dict]]] = {}
+
+#: The variants of each family that the cross-family suites ("models", "vs-timm")
+#: measure; each family's file names its own with ``main_variants``.
+MAIN_VARIANTS: Dict[str, List[str]] = {}
+
+
+def main_variants(family: str, *names: str) -> None:
+    """Declare the variants of ``family`` that stand for it in the cross-family suites
+    (smallest first: quick mode measures only the first)."""
+    MAIN_VARIANTS[family] = list(names)
 
 
 def suite(name: str):
@@ -32,17 +44,20 @@ def suite(name: str):
     return deco
 
 
-def run_suite(name: str, device: str | torch.device | None = None, quick: bool | None = None):
-    """Run suite ``name``; returns (records, settings)."""
+def run_suite(name: str, device: str | torch.device | None = None, quick: bool | None = None,
+              **options):
+    """Run suite ``name`` (with its own ``options``, e.g. ``families=``); returns
+    (records, settings)."""
     from hirilib.runtime import get_device, quick_mode
 
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(sorted(SUITES))}")
     device = torch.device(device) if device is not None else get_device()
     quick = quick_mode() if quick is None else quick
-    records = SUITES[name](device=device, quick=quick)
-    return records, {"suite": name, "quick": quick, "device_type": device.type}
+    records = SUITES[name](device=device, quick=quick, **options)
+    return records, {"suite": name, "quick": quick, "device_type": device.type, **options}
 
 
 # The suites, one file per family (importing them registers them).
-from . import attention, convnext, pvt_v2  # noqa: E402,F401
+from . import attention, convnext, pvt_v2  # noqa: E402,F401  (the families)
+from . import models, vs_timm  # noqa: E402,F401  (across families: import them last)

@@ -14,7 +14,9 @@ from hirilib.models.convnext import VARIANTS
 from hirilib.models.convnext_roadmap import KERNEL_SWEEP, ROADMAP
 from hirilib.registry import create_model
 
-from . import suite
+from . import main_variants, suite
+
+main_variants("convnext", "convnext_tiny")
 
 
 def make_conv(kind: str, channels: int) -> nn.Conv2d:

@@ -12,7 +12,9 @@ import torch.nn as nn
 from hirilib.measure import measure_latency
 from hirilib.registry import create_model
 
-from . import suite
+from . import main_variants, suite
+
+main_variants("pvt_v2", "pvt_v2_b0", "pvt_v2_b2")
 
 #: The three attention flavours chapter 2 compares, as (model name, overrides).
 ATTENTION_COMPARISON: Dict[str, Tuple[str, Dict[str, Any]]] = {
