@@ -177,6 +177,23 @@ def check_sra_reduce(fn) -> None:
         assert_close(got, want, f"reduce on a {H}x{W} grid with R={R}", mistakes=mistakes)
 
 
+def check_spatial_reduction(cls) -> None:
+    """``cls(dim, num_heads, sr_ratio=R)`` reduces keys/values to N / R^2 tokens (its
+    ``reduce(x, H, W)``), and its output keeps the queries' shape (B, N, C)."""
+    torch.manual_seed(0)
+    for H, W, R in [(8, 8, 2), (16, 8, 4), (12, 12, 1)]:
+        m = cls(16, num_heads=2, sr_ratio=R).eval()
+        x = torch.randn(2, H * W, 16)
+        with torch.no_grad():
+            kv, out = m.reduce(x, H, W), m(x, H, W)
+        want = (2, (H // R) * (W // R), 16)
+        if tuple(kv.shape) != want:
+            raise CheckFailed(f"R={R} on {H}x{W}: keys/values have shape {tuple(kv.shape)}, "
+                              f"expected {want}")
+        if out.shape != x.shape:
+            raise CheckFailed("the output must keep the shape (B, N, C)")
+
+
 def _reduce_reference(x, H, W, sr, norm):
     m = rearrange(x, "b (h w) c -> b c h w", h=H, w=W)
     return norm(rearrange(sr(m), "b c h w -> b (h w) c"))
