@@ -67,7 +67,6 @@ def mha_to_torch(mha: nn.Module) -> nn.MultiheadAttention:
 def _mha_variants(m: nn.Module, x: torch.Tensor) -> dict:
     """The outputs of typical wrong multi-head attentions, with ``m``'s weights."""
     h, C = m.num_heads, x.shape[-1]
-    d = C // h
     q, kv = m.q(x), m.kv(x)
     k, v = kv.chunk(2, dim=-1)
 

@@ -1,5 +1,6 @@
 """Building blocks shared by several models, each written once (chapter 1 builds most)."""
 
+from .backbone import HierarchicalBackbone
 from .attention import LinearSRA, MultiHeadAttention, SRA, scaled_dot_product_attention
 from .checks import (check_image, check_int, check_model_args, check_positive_ints, check_rate,
                      check_tokens)
@@ -15,7 +16,7 @@ __all__ = [
     "MultiHeadAttention", "SRA", "LinearSRA", "scaled_dot_product_attention",
     "Mlp", "DWConv", "ConvFFN", "CFFN", "DropPath", "drop_path", "drop_path_schedule",
     "LayerNorm2d", "TokenNorm", "make_norm", "norm2d", "make_act",
-    "OverlapPatchEmbed", "PatchEmbed", "Stage", "ConvDownsample", "ConvNormAct", "ClassifierHead",
+    "OverlapPatchEmbed", "PatchEmbed", "Stage", "HierarchicalBackbone", "ConvDownsample", "ConvNormAct", "ClassifierHead",
     "trunc_normal_init", "check_image", "check_tokens", "check_model_args", "check_int",
     "check_rate", "check_positive_ints",
 ]

@@ -20,14 +20,14 @@ official checkpoints onto them.  Published numbers: ``hirilib.reference.CONVNEXT
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from hirilib.layers import (ClassifierHead, ConvDownsample, DropPath, PatchEmbed, Stage, check_image,
-                            check_int, check_model_args, check_positive_ints, drop_path_schedule,
-                            trunc_normal_init)
+from hirilib.layers import (ClassifierHead, ConvDownsample, DropPath, HierarchicalBackbone,
+                            PatchEmbed, Stage, check_int, check_model_args, check_positive_ints,
+                            drop_path_schedule, trunc_normal_init)
 from hirilib.registry import register_model
 
 __all__ = ["Block", "ConvNeXt", "VARIANTS", "convert_state_dict"]
@@ -66,7 +66,7 @@ class Block(nn.Module):
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))  # (B, C, H, W)
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(HierarchicalBackbone):
     """ConvNeXt (Sec. 3): stem, four stages at strides 4/8/16/32, head.
 
     Args:
@@ -105,39 +105,6 @@ class ConvNeXt(nn.Module):
         self.head = ClassifierHead(dims[-1], num_classes, norm="ln", init_scale=head_init_scale)
         self.apply(trunc_normal_init)  # Conv and Linear: std .02 (Table 5's "0.2" is a typo)
         self.head.scale_init()
-
-    #: input sides must be multiples of this (and at least ``min_input_size``)
-    size_multiple = min_input_size = 32
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """H and W must be multiples of 32: a /4 stem, then three /2 downsamplings."""
-        check_image(x, self.in_chans, multiple=32, min_size=32, name="ConvNeXt",
-                    why="a /4 stem, then three /2 downsamplings")
-
-    def forward_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs ``(B, C_i, H/2^(i+2), W/2^(i+2))``, for dense prediction."""
-        self.check_input(x)
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
-        return self.forward_pyramid(x)[-1]                         # (B, C4, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, LayerNorm, Linear: ``(B, C4, h, w) -> (B, num_classes)``."""
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` classes (0: none)."""
-        self.head.reset(num_classes)
-        self.num_classes = num_classes
 
 
 # ----------------------------------------------------------------------------- checkpoints

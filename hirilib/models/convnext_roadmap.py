@@ -22,9 +22,9 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from hirilib.layers import (ClassifierHead, ConvDownsample, DropPath, PatchEmbed, Stage, check_image,
-                            check_model_args, drop_path_schedule, make_act, norm2d,
-                            trunc_normal_init)
+from hirilib.layers import (ClassifierHead, ConvDownsample, DropPath, HierarchicalBackbone,
+                            PatchEmbed, Stage, check_model_args, drop_path_schedule, make_act,
+                            norm2d, trunc_normal_init)
 from hirilib.registry import register_model
 
 __all__ = ["RoadmapConfig", "Bottleneck", "InvertedBottleneck", "RoadmapNet", "RoadmapStep",
@@ -168,7 +168,7 @@ class InvertedBottleneck(nn.Module):
         return self.act_out(self.drop_path(out) + self.shortcut(x))
 
 
-class RoadmapNet(nn.Module):
+class RoadmapNet(HierarchicalBackbone):
     """ResNet-50 with the roadmap's switches (``RoadmapConfig``); its defaults are ResNet-50.
 
     Stem: 7x7/2 conv + norm + act + 3x3/2 max-pool, or the 4x4/4 patchify conv.
@@ -216,38 +216,6 @@ class RoadmapNet(nn.Module):
                                    init_scale=head_init_scale)
         self.apply(trunc_normal_init)
         self.head.scale_init()
-
-    #: input sides must be multiples of this (and at least ``min_input_size``)
-    size_multiple = min_input_size = 32
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """H and W must be multiples of 32: a /4 stem, then three /2 downsamplings."""
-        check_image(x, self.in_chans, multiple=32, min_size=32, name="RoadmapNet",
-                    why="a /4 stem, then three /2 downsamplings")
-
-    def forward_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs, strides 4, 8, 16, 32."""
-        self.check_input(x)
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_pyramid(x)[-1]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` classes (0: none)."""
-        self.head.reset(num_classes)
-        self.num_classes = num_classes
 
 
 class RoadmapStep(NamedTuple):
