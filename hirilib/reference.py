@@ -87,3 +87,32 @@ CONVNEXT_ROADMAP_SOURCE = "ConvNeXt paper, Table 10 (Fig. 2 shows the same value
 
 #: The roadmap's target (Table 10).
 SWIN_T = {"top1": 81.3, "gflops": 4.5}
+
+# ============================================================================= Hire-MLP
+
+#: Hire-MLP (Guo et al., CVPR 2022).  ``paper_params_m`` / ``paper_gflops`` / ``top1``: the
+#: official README's table (ImageNet-1K at 224; the CVPR paper gives the same rounded
+#: figures).  ``params_m``: the released code's exact parameter count; ``gflops``: an
+#: analytic count of its convolution and linear MACs alone (BN and means excluded), which
+#: our counts, with BN at 2 per element and the means, exceed by 0.2-0.3%.  The README's
+#: FLOPs come from ``torchprofile.profile_macs`` (MACs).  ``drop_path_rate``: the README's
+#: training commands (given for Tiny and Base only).  Large has no released weights.
+HIRE_MLP: Dict[str, Dict[str, Any]] = {
+    "hire_mlp_tiny": dict(params_m=18.04, gflops=2.143, paper_params_m=18, paper_gflops=2.1,
+                          top1=79.7, drop_path_rate=0.0),
+    "hire_mlp_small": dict(params_m=33.11, gflops=4.229, paper_params_m=33, paper_gflops=4.2,
+                           top1=82.1, drop_path_rate=None),
+    "hire_mlp_base": dict(params_m=58.23, gflops=8.107, paper_params_m=58, paper_gflops=8.1,
+                          top1=83.2, drop_path_rate=0.2),
+    "hire_mlp_large": dict(params_m=95.72, gflops=13.416, paper_params_m=96, paper_gflops=13.4,
+                           top1=83.8, drop_path_rate=None),
+}
+HIRE_MLP_SOURCE = ("ggjy/Hire-Wave-MLP.pytorch README.md (params, GFLOPs, top-1; commit "
+                   "5b6d1c8); exact counts from mlp_based/hire_mlp.py (b2a7f86)")
+
+#: MLP-Mixer-B/16 (Tolstikhin et al., NeurIPS 2021), the vision MLP whose token mixing
+#: Hire-MLP replaces: 16x16 patches (196 tokens at 224 x 224), hidden size C, the
+#: token-mixing MLP's width D_S and the channel-mixing MLP's width D_C, 12 blocks.
+MLP_MIXER_B16: Dict[str, Any] = dict(patch=16, image=224, tokens=196, channels=768,
+                                     token_mlp_dim=384, channel_mlp_dim=3072, depth=12)
+MLP_MIXER_SOURCE = "MLP-Mixer paper, Table 1 (Mixer-B/16)"

@@ -50,7 +50,7 @@ def test_registry_is_explicit_and_complete():
     names = hirilib.list_models()
     assert len(names) == len(set(names)) and names == sorted(names)
     families = {registry.get_entry(n).family for n in names}
-    assert {"pvt_v2", "convnext", "convnext_roadmap"} <= families
+    assert {"pvt_v2", "convnext", "convnext_roadmap", "hire_mlp"} <= families
     for n in names:  # each variant is a named function in its model file, grep-able
         entry = registry.get_entry(n)
         assert entry.factory.__name__ == n

@@ -3,16 +3,22 @@
 These are written from the equations alone, independently of the modules, so that
 ``hirilib.measure.count_flops`` (which traces the modules) can be checked against
 them; ``conventions`` says how they count.  One module per subject: ``layers``
-(attention and the FFNs, chapter 1), ``pvt_v2`` (chapter 2), ``convnext`` (chapter 3).
+(attention and the FFNs, chapter 1), ``pvt_v2`` (chapter 2), ``convnext`` (chapter 3),
+``hire_mlp`` (chapter 4).
 """
 
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
 from .convnext import conv_cost, convnext_block_macs
+from .hire_mlp import (hire_block_macs, hire_block_params, hire_mlp_macs, hire_mlp_params,
+                       hire_mlp_stage_sizes, hire_mlp_token_mixer_macs, hire_module_macs,
+                       hire_module_params)
 from .layers import ffn_macs, ffn_params, mha_macs, mha_params
 from .pvt_v2 import pvt_v2_attention_macs, pvt_v2_macs, pvt_v2_params, pvt_v2_stage_sizes
 
 __all__ = [
     "LN_PER_ELEMENT", "BN_PER_ELEMENT", "mha_macs", "mha_params", "ffn_macs", "ffn_params",
     "pvt_v2_params", "pvt_v2_macs", "pvt_v2_attention_macs", "pvt_v2_stage_sizes",
-    "convnext_block_macs", "conv_cost",
+    "convnext_block_macs", "conv_cost", "hire_mlp_params", "hire_mlp_macs",
+    "hire_mlp_stage_sizes", "hire_mlp_token_mixer_macs", "hire_module_params",
+    "hire_module_macs", "hire_block_params", "hire_block_macs",
 ]

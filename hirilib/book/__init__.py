@@ -70,8 +70,9 @@ def table(rows, header, align=None, caption=None):
                         for i in range(len(header)))
     css = {"l": "left", "r": "right", "c": "center"}
 
-    def cell(tag, v, a):
-        return f'<{tag} style="text-align:{css[a]}">{html.escape(str(v))}</{tag}>'
+    def cell(tag, v, a):   # padded, so that columns never run into each other
+        style = f"text-align:{css[a]}; padding:0.2em 0.5em"
+        return f'<{tag} style="{style}">{html.escape(str(v))}</{tag}>'
 
     parts = ['<table class="hirilib-table">']
     if caption:
@@ -93,3 +94,26 @@ def table(rows, header, align=None, caption=None):
             return text
 
     return _Table(markup)
+
+
+def progress(iterable, desc=None, total=None, **kwargs):
+    """A tqdm progress bar for a slow loop in a chapter: the notebook widget where
+    ``ipywidgets`` is installed (Jupyter, Colab), otherwise tqdm's text bar on standard
+    output, so that a book build (which treats anything on standard error as a warning)
+    records the finished bar instead of failing.  ``tqdm.auto`` is imported only in the
+    first case: without ipywidgets it warns, on standard error, as it is imported.
+
+    >>> list(progress(range(3), desc="demo", disable=True))
+    [0, 1, 2]
+    """
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+        return tqdm(iterable, desc=desc, total=total, **kwargs)
+    from tqdm import tqdm
+    kwargs.setdefault("file", sys.stdout)
+    kwargs.setdefault("mininterval", 60.0)   # the start and the finished bar, little else
+    kwargs.setdefault("ascii", True)
+    return tqdm(iterable, desc=desc, total=total, **kwargs)

@@ -28,12 +28,14 @@ class HierarchicalBackbone(nn.Module):
     min_input_size: int = 32
     #: why input sides must be multiples of ``size_multiple`` (shown in the error)
     size_reason: str = "a /4 stem, then three /2 downsamplings"
+    #: the model's name in error messages (the paper's spelling; default: the class name)
+    display_name: str = ""
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ``TypeError``/``ValueError`` that says what works, unless ``x`` is a
         float batch ``(B, in_chans, H, W)`` of a size the model takes."""
         check_image(x, self.in_chans, multiple=self.size_multiple, min_size=self.min_input_size,
-                    name=type(self).__name__, why=self.size_reason)
+                    name=self.display_name or type(self).__name__, why=self.size_reason)
 
     def forward_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Every stage's output map ``(B, C_i, H_i, W_i)``, for dense-prediction heads."""

@@ -22,21 +22,28 @@ from .norm import make_norm
 
 
 class Mlp(nn.Module):
-    """The Transformer's position-wise FFN: Linear, activation, Linear."""
+    """The Transformer's position-wise FFN: Linear, activation, Linear.
+
+    ``use_conv=True`` writes the two layers as 1x1 convolutions and takes maps
+    ``(B, C, H, W)`` instead of tokens ``(B, N, C)``: the same function, with the
+    weights ``(out, in)`` stored as ``(out, in, 1, 1)`` (timm's name for the switch;
+    Hire-MLP and CAS-ViT keep their maps channels-first and use it).
+    """
 
     def __init__(self, dim: int, hidden_dim: int | None = None, out_dim: int | None = None,
-                 act_layer=nn.GELU, drop: float = 0.0):
+                 act_layer=nn.GELU, drop: float = 0.0, use_conv: bool = False):
         super().__init__()
         hidden_dim = hidden_dim or 4 * dim
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        layer = (lambda i, o: nn.Conv2d(i, o, 1)) if use_conv else nn.Linear
+        self.fc1 = layer(dim, hidden_dim)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
+        self.fc2 = layer(hidden_dim, out_dim or dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, H: int | None = None, W: int | None = None) -> torch.Tensor:
         # H and W are accepted (and ignored) so that every FFN here is called alike.
-        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
-        return self.drop(self.fc2(x))         # (B, N, C)
+        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden), or (B, hidden, H, W)
+        return self.drop(self.fc2(x))         # (B, N, C), or (B, C, H, W)
 
 
 class DWConv(nn.Module):
