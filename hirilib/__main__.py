@@ -107,7 +107,9 @@ def _cmd_bench(args) -> int:
         raise UsageError(f"unknown suite {args.suite!r}; choose one of "
                          f"{', '.join(sorted(SUITES))}")
     device = resolve_device(args.device)
-    out = check_writable(args.out or f"book/results/{args.suite}.json")
+    from hirilib.measure.results import default_results_path
+
+    out = check_writable(args.out or default_results_path(args.suite, device.type))
     check_overwrite(out, device.type, force=args.force)
     quick = True if args.quick else (False if args.full else None)
     options = {}
@@ -150,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_summary)
     s = sub.add_parser("bench", help="run a benchmark suite and write a results file")
     s.add_argument("suite")
-    s.add_argument("--out", help="results file (default book/results/SUITE.json)")
+    s.add_argument("--out", help="results file (default book/results/SUITE.json on a GPU, "
+                                 "book/results/cpu/SUITE.json on a CPU)")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
     s.add_argument("--family", action="append",
                    help="with the 'models' suite: measure only this family (repeatable)")

@@ -133,12 +133,21 @@ def describe(doc: Dict[str, Any]) -> str:
             f"(`{doc['command']}`)")
 
 
-def find_results(name: str) -> Optional[Path]:
-    """The results file ``book/results/<name>.json`` seen from the repository root,
-    from ``chapters/`` (where the book executes notebooks) or from the current
-    folder; None if it has not been measured yet."""
-    for base in (Path("book/results"), Path("../book/results"), Path(".")):
-        p = base / f"{name}.json"
+def default_results_path(suite: str, device_type: str) -> Path:
+    """Where the book keeps a suite's results: ``book/results/<suite>.json`` for a GPU
+    run, ``book/results/cpu/<suite>.json`` for a CPU run (so neither hides the other)."""
+    return Path("book/results") / ("cpu" if device_type == "cpu" else "") / f"{suite}.json"
+
+
+def find_results(name: str, device_type: str = "cuda") -> Optional[Path]:
+    """The results file of suite ``name`` measured on a GPU (``book/results/<name>.json``)
+    or, with ``device_type="cpu"``, on a CPU (``book/results/cpu/<name>.json``), seen from
+    the repository root, from ``chapters/`` (where the book executes notebooks) or from
+    the current folder; None if it has not been measured yet."""
+    sub = "cpu" if device_type == "cpu" else ""
+    for base in (Path("book/results"), Path("../book/results")):
+        p = base / sub / f"{name}.json"
         if p.is_file():
             return p
-    return None
+    p = Path(f"{name}.json")
+    return p if p.is_file() and device_type != "cpu" else None
