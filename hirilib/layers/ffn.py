@@ -22,12 +22,20 @@ from .norm import make_norm
 
 
 class Mlp(nn.Module):
-    """The Transformer's position-wise FFN: Linear, activation, Linear."""
+    """The Transformer's position-wise FFN: Linear, activation, Linear.
+
+    ``norm`` ('bn', 'ln' or None) is an optional pre-norm inside the module, as for
+    ``ConvFFN`` and ``CFFN`` (HIRI-ViT's Table 7 path swaps LN for BN before it).
+    """
+
+    #: a BN pre-norm folds into fc1 at inference (``hirilib.deploy.fuse_bn``)
+    bn_fusion = (("norm", "fc1", "before"),)
 
     def __init__(self, dim: int, hidden_dim: int | None = None, out_dim: int | None = None,
-                 act_layer=nn.GELU, drop: float = 0.0):
+                 act_layer=nn.GELU, drop: float = 0.0, norm: str | None = None):
         super().__init__()
         hidden_dim = hidden_dim or 4 * dim
+        self.norm = make_norm(norm, dim)
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = act_layer()
         self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
@@ -35,8 +43,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor, H: int | None = None, W: int | None = None) -> torch.Tensor:
         # H and W are accepted (and ignored) so that every FFN here is called alike.
-        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
-        return self.drop(self.fc2(x))         # (B, N, C)
+        x = self.drop(self.act(self.fc1(self.norm(x))))  # (B, N, hidden)
+        return self.drop(self.fc2(x))                    # (B, N, C)
 
 
 class DWConv(nn.Module):
