@@ -95,10 +95,10 @@ def resolution_sweep(models: Mapping[str, str] = MODELS,
     if progress:
         import warnings
 
-        from tqdm.auto import tqdm
-
-        with warnings.catch_warnings():  # tqdm's "IProgress not found" outside Jupyter
+        with warnings.catch_warnings():  # tqdm's "IProgress not found" without widgets
             warnings.simplefilter("ignore")
+            from tqdm.auto import tqdm
+
             # on stdout: a page built from the notebook treats stderr as a warning
             jobs = tqdm(jobs, desc="models x resolutions", mininterval=5,
                         file=sys.stdout)

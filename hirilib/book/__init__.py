@@ -71,7 +71,8 @@ def table(rows, header, align=None, caption=None):
     css = {"l": "left", "r": "right", "c": "center"}
 
     def cell(tag, v, a):
-        return f'<{tag} style="text-align:{css[a]}">{html.escape(str(v))}</{tag}>'
+        return (f'<{tag} style="text-align:{css[a]}; padding:0.2em 0.6em">'
+                f'{html.escape(str(v))}</{tag}>')
 
     parts = ['<table class="hirilib-table">']
     if caption:
