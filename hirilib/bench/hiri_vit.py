@@ -31,20 +31,22 @@ RESOLUTIONS = (224, 256, 384, 448, 512, 640, 768, 896, 1024)
 def supports(name: str, resolution: int) -> bool:
     """Whether the registered model takes a ``resolution`` x ``resolution`` input (the
     five-stage nets need multiples of 64, so not 224)."""
-    m = _blank(name)
-    return resolution % m.size_multiple == 0 and resolution >= m.min_input_size
+    multiple, minimum = _sizes(name)
+    return resolution % multiple == 0 and resolution >= minimum
 
 
 @lru_cache(maxsize=None)
-def _blank(name: str):
-    return blank_model(name)
+def _sizes(name: str):
+    with torch.device("meta"):            # no weights: only the size rules are read
+        m = create_model(name)
+    return m.size_multiple, m.min_input_size
 
 
 @lru_cache(maxsize=None)
 def _convnext_split(name: str):
     """ConvNeXt's MACs at 224 split into the part that works per pixel and the rest
     (the LayerNorm of the pooled vector, 5 C, and the classifier, C K)."""
-    model = _blank(name)
+    model = blank_model(name)
     total = count_flops(model, (1, 3, 224, 224))
     C, K = model.num_features, model.num_classes
     const = 5 * C + C * K
@@ -73,7 +75,7 @@ def gflops(name: str, resolution: int) -> float:
         per_pixel, const = _convnext_split(name)
         return (per_pixel * resolution ** 2 // 224 ** 2 + const) / 1e9
     else:
-        return count_flops(_blank(name), (1, 3, resolution, resolution)) / 1e9
+        return count_flops(blank_model(name), (1, 3, resolution, resolution)) / 1e9
     return analytic_hiri.hiri_vit_macs(cfg, resolution) / 1e9
 
 

@@ -411,6 +411,8 @@ class HIRIViT(nn.Module):
                                  f"got {k}")
 
         self.in_chans, self.num_classes = in_chans, num_classes
+        # the input at which stages 2-n see the maps a four-stage net sees at 224
+        self.default_resolution = 224 * 2 ** max(0, n - 4)
         self.dims, self.depths, self.blocks = dims, tuple(depths), blocks
         self.sr_ratios = sr_ratios
         self.num_features = dims[-1]
