@@ -21,6 +21,10 @@ Sec. 4.4).  Which pairs are folded is structural, never guessed from a trace:
 * pairs a module declares in its ``bn_fusion`` attribute: ``(bn_name, layer_name,
   "before" | "after")`` relative to the module (``CFFN``, ``ConvFFN`` and
   ``ClassifierHead`` declare theirs; a model file does the same for its own blocks).
+  ``layer_name`` may also be a tuple of names with ``"after"``: a BN applied to the
+  **sum** of those layers' outputs (HIRI-ViT's HR-stem sums two branches, then BN).
+  BN(a + b) = s a + s b + t, so every layer is scaled by s and the shift t goes into
+  the first one's bias.
 
 >>> import torch, torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()).eval()
@@ -62,15 +66,16 @@ def _ensure_bias(layer: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fold_bn_after(layer: nn.Module, bn: nn.Module) -> None:
-    """Fold ``bn`` (which follows ``layer``) into ``layer``, in place."""
+def fold_bn_after(layer: nn.Module, bn: nn.Module, shift: bool = True) -> None:
+    """Fold ``bn`` (which follows ``layer``) into ``layer``, in place.  ``shift=False``
+    folds only the scale (the other summands of a BN after a sum, see ``fuse_bn``)."""
     s, t = _bn_affine(bn)
     if layer.weight.shape[0] != s.numel():
         raise ValueError(f"{bn} has {s.numel()} channels, {layer} has {layer.weight.shape[0]}")
     shape = (-1,) + (1,) * (layer.weight.ndim - 1)
     bias = _ensure_bias(layer)
     layer.weight.mul_(s.reshape(shape))
-    bias.copy_(bias * s + t)
+    bias.copy_(bias * s + t if shift else bias * s)
 
 
 @torch.no_grad()
@@ -134,6 +139,17 @@ def fuse_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
             holder = _get(module, bn_name)
             bn = _as_bn(holder)
             if bn is None:  # already folded, or not a BatchNorm in this configuration
+                continue
+            if isinstance(layer_name, (tuple, list)):  # a BN after a sum of layers
+                if where != "after":
+                    raise ValueError("a BN can be folded into several layers only when "
+                                     "it follows the sum of their outputs ('after')")
+                layers = [_get(module, n) for n in layer_name]
+                if not all(isinstance(m, _LAYERS) for m in layers):
+                    continue
+                for j, layer in enumerate(layers):
+                    fold_bn_after(layer, bn, shift=j == 0)
+                _set(module, bn_name, nn.Identity())
                 continue
             layer = _get(module, layer_name)
             if not isinstance(layer, _LAYERS):  # e.g. a head without a classifier

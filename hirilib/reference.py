@@ -116,3 +116,72 @@ HIRE_MLP_SOURCE = ("ggjy/Hire-Wave-MLP.pytorch README.md (params, GFLOPs, top-1;
 MLP_MIXER_B16: Dict[str, Any] = dict(patch=16, image=224, tokens=196, channels=768,
                                      token_mlp_dim=384, channel_mlp_dim=3072, depth=12)
 MLP_MIXER_SOURCE = "MLP-Mixer paper, Table 1 (Mixer-B/16)"
+
+# ============================================================================= HIRI-ViT
+
+#: HIRI-ViT (Yao, Li, Pan, Mei, TPAMI 2024, arXiv 2403.11999).  No code or Table 1 has
+#: been published, so these are the numbers a reconstruction can be held to.  GFLOPs are
+#: G multiply-accumulates.  ``gflops`` None: the paper prints no figure for that row;
+#: ``direction`` then quotes what its text says about the cost (Sec. 4.1, 5.4).
+HIRI_VIT_TABLE7: Dict[str, Dict[str, Any]] = {
+    "hiri_vit_table7_01_mvit": dict(top1=82.7, gflops=None, direction=None),
+    "hiri_vit_table7_02_cffn": dict(top1=82.9, gflops=None, direction=None),
+    "hiri_vit_table7_03_no_early_mha": dict(
+        top1=82.9, gflops=None, direction="fewer GFLOPs and parameters, same accuracy"),
+    "hiri_vit_table7_04_batch_norm": dict(top1=83.0, gflops=None, direction=None),
+    "hiri_vit_table7_05_conv_stem": dict(
+        top1=83.4, gflops=None,
+        direction="at 224 the Conv-stem adds slightly to parameters and GFLOPs"),
+    "hiri_vit_table7_06_irds": dict(top1=83.6, gflops=4.7, direction=None),
+    "hiri_vit_table7_07_input_448": dict(
+        top1=None, gflops=21.5,
+        direction="an obvious accuracy gain; GFLOPs 4.7 -> 21.5"),
+    "hiri_vit_table7_08_five_stages": dict(
+        top1=84.0, gflops=None, direction="GFLOPs much lower than row 7's at 448"),
+    "hiri_vit_table7_09_hr_stem": dict(top1=84.0, gflops=5.1,
+                                       direction="an obvious drop in GFLOPs"),
+    "hiri_vit_table7_10_hr_blocks": dict(top1=84.1, gflops=5.0,
+                                         direction="slightly lower GFLOPs (about 5.0)"),
+    "hiri_vit_table7_11_ema_distillation": dict(top1=84.3, gflops=5.0,
+                                                direction="the same network"),
+}
+HIRI_VIT_TABLE7_SOURCE = ("HIRI-ViT, Sec. 5.4 and Table 7 (ImageNet-1K top-1 of "
+                          "HIRI-ViT-S size models; row 10's 'about 5.0 GFLOPs': the "
+                          "abstract)")
+
+#: Other figures of the paper.  ``fig1``: a HIRI-ViT and Swin at 224 and 384 (Sec. 1;
+#: Swin's are Swin-B's).  ``large_group_gflops``: Table 2's large group is "backbones
+#: over 11.7 GFLOPs" (Sec. 5.1).  ``bn_cffn_speedup_pct``: BN instead of LN in the CFFN,
+#: same accuracy (Sec. 4.4).
+HIRI_VIT: Dict[str, Any] = {
+    "hiri_vit_s": dict(resolution=448, gflops=5.0, top1=84.3),
+    "hiri_vit_l": dict(top1_448=85.7, top1_224=85.3, throughput_224=660),
+    "fig1": dict(hiri_vit_gflops=(8.2, 9.3), hiri_vit_ms=(0.84, 1.04),
+                 swin_gflops=(15.4, 47.0), swin_ms=(1.17, 3.95), swin_top1=(83.5, 84.5),
+                 resolutions=(224, 384)),
+    "large_group_gflops": 11.7,
+    "bn_cffn_speedup_pct": 7.6,
+    "iformer_s": dict(resolution=224, top1=83.4),
+    "recipe": dict(epochs=300, batch=1024, lr=1e-3, weight_decay=0.05, warmup_epochs=5),
+}
+HIRI_VIT_SOURCE = ("HIRI-ViT: abstract (5.0 G, 84.3%, iFormer-S 83.4%), Sec. 1 and "
+                   "Fig. 1, Sec. 4.4 (+7.6%), Sec. 5.1 (11.7 G group, HIRI-ViT-L "
+                   "85.7% / 85.3%, 660 img/s; the training recipe)")
+
+#: MaxViT-L (Tu et al., ECCV 2022, Table 2, 224 x 224): the strongest large competitor
+#: in HIRI-ViT's Sec. 5.1, which says HIRI-ViT-L at 448 needs fewer GFLOPs and runs
+#: nearly twice as fast (throughput 241 img/s in HIRI-ViT's measurement).
+MAXVIT_L = dict(gflops=43.9, params_m=212, top1=85.2, throughput=241)
+MAXVIT_L_SOURCE = ("MaxViT paper, Table 2 (GFLOPs, params); HIRI-ViT Sec. 5.1 "
+                   "(top-1, img/s)")
+
+#: Wave-ViT-S (Yao, Pan, Li, Ngo, Mei, ECCV 2022), the same authors' previous four-stage
+#: model, on which our HIRI-ViT-S reconstruction is anchored: its widths, depths, FFN
+#: ratios, heads and key/value reduction ratios, and its size at 224 x 224.
+WAVE_VIT = {
+    "wave_vit_s": dict(dims=(64, 128, 320, 448), depths=(3, 4, 6, 3),
+                       mlp_ratios=(8, 8, 4, 4), num_heads=(2, 4, 10, 14),
+                       sr_ratios=(4, 2, 1, 1), params_m=22.7, gflops=4.7),
+}
+WAVE_VIT_SOURCE = ("YehLi/ImageNetModel: classification/wavevit.py (wavevit_s) and "
+                   "classification/README.md (22.7 M, 4.7 GFLOPs at 224)")

@@ -50,17 +50,24 @@ def test_ratio_of_a_model_with_itself_is_about_one():
     a = hirilib.create_model("pvt_v2_b0", depths=(1, 1, 1, 1)).eval()
     b = hirilib.create_model("pvt_v2_b0", depths=(1, 1, 1, 1)).eval()
     b.load_state_dict(a.state_dict())
-    r = compare(a, b, (1, 3, 64, 64), "cpu", rounds=6, runs=3, warmup=2)
-    assert 0.7 < r["ratio"] < 1.4 and r["ratio_p25"] <= r["ratio"] <= r["ratio_p75"]
+    r = compare(a, b, (1, 3, 64, 64), "cpu", rounds=8, runs=3, warmup=2)
+    # about 1; the bounds are wide because other processes on a shared CPU skew rounds
+    assert 0.5 < r["ratio"] < 2.0 and r["ratio_p25"] <= r["ratio"] <= r["ratio_p75"]
 
 
-def test_ratio_sees_a_real_difference():
-    import time
+def test_ratio_arithmetic_on_a_known_clock():
+    """With a clock that advances 2 ms for ours and 3 ms for theirs, whichever runs first,
+    the ratio is exactly 1.5 and the medians exactly 2 and 3 ms."""
+    now = [0.0]
+    step = {"ours": 0.002, "theirs": 0.003}
+    pending = []
 
-    def spin(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
+    def clock():
+        if pending:
+            now[0] += step[pending.pop()]
+        return now[0]
 
-    r = interleaved_ratio(lambda: spin(0.002), lambda: spin(0.004), rounds=4, runs=3, warmup=0)
-    assert 1.6 < r["ratio"] < 3.0  # 2 on a quiet machine
+    r = interleaved_ratio(lambda: pending.append("ours"), lambda: pending.append("theirs"),
+                          rounds=5, runs=3, warmup=0, clock=clock)
+    assert r["ratio"] == pytest.approx(1.5) and r["ratio_p25"] == pytest.approx(1.5)
+    assert r["ours_ms"] == pytest.approx(2.0) and r["theirs_ms"] == pytest.approx(3.0)

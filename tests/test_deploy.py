@@ -69,3 +69,40 @@ def test_unfoldable_pairs_are_refused():
 def test_a_batchnorm_without_a_neighbour_stays():
     net = _random_bn_stats_(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
     assert count_batchnorms(fuse_bn(net)) == 1
+
+
+class _SumThenBN(nn.Module):
+    """Two convs summed, then a BN: HIRI-ViT's HR-stem ends this way."""
+
+    bn_fusion = (("norm", ("a", "b.1"), "after"),)
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.b = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 8, 1))
+        self.norm = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.norm(self.a(x) + self.b(x))
+
+
+def test_a_batchnorm_after_a_sum_folds_into_every_summand():
+    net = _random_bn_stats_(_SumThenBN())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = net(x)
+        fused = fuse_bn(net)
+        got = fused(x)
+    assert count_batchnorms(fused) == 0
+    assert (got - want).abs().max().item() < TOL * max(1.0, want.abs().max().item())
+
+
+def test_mlp_declares_its_batchnorm_pre_norm():
+    from hirilib.layers import Mlp
+
+    mlp = _random_bn_stats_(Mlp(8, 16, norm="bn"))
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        want = mlp(x)
+        got = fuse_bn(mlp)(x)
+    assert (got - want).abs().max().item() < TOL * max(1.0, want.abs().max().item())

@@ -55,6 +55,21 @@ def test_measure_latency_reports_median_spread_and_settings():
         profile.measure_latency(nn.Linear(8, 8), (4, 8), dtype="fp8")
 
 
+def test_measure_memory_on_cpu_is_the_peak_of_live_tensors():
+    """Two chained layers: the hidden (B, 4096) activation and the output (B, 1024) are
+    alive together at the peak (the hidden one is freed only after the second layer
+    ran); an independent count of their bytes."""
+    B = 16
+    net = nn.Sequential(nn.Linear(1024, 4096), nn.Linear(4096, 1024))
+    r = profile.measure_memory(net, (B, 1024))
+    assert r["peak_mem_mb"] * 2**20 == 4 * B * (4096 + 1024)
+    assert r["weights_mb"] * 2**20 == 4 * (1024 * 4096 + 4096 + 4096 * 1024 + 1024)
+    assert r["device"].startswith("CPU") and "tracked" in r["method"]
+    # the peak grows with the largest map: twice the batch, twice the bytes
+    twice = profile.measure_memory(net, (2 * B, 1024))
+    assert twice["peak_mem_mb"] == 2 * r["peak_mem_mb"]
+
+
 def test_results_file_roundtrip_and_metadata(tmp_path):
     path = profile.save_results(tmp_path / "r.json", [{"x": 1, "ms": 2.5}],
                                 settings={"batch_size": 1}, command="python -m hirilib bench t")

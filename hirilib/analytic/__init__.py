@@ -4,7 +4,8 @@ These are written from the equations alone, independently of the modules, so tha
 ``hirilib.measure.count_flops`` (which traces the modules) can be checked against
 them; ``conventions`` says how they count.  One module per subject: ``layers``
 (attention and the FFNs, chapter 1), ``pvt_v2`` (chapter 2), ``convnext`` (chapter 3),
-``hire_mlp`` (chapter 4).
+``hire_mlp`` (chapter 4),
+``hiri_vit`` (chapter 6: every block of HIRI-ViT and any ``HIRIViT`` configuration).
 """
 
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT

@@ -47,20 +47,21 @@ def _sync(device: torch.device) -> None:
 
 def interleaved_ratio(run_ours: Callable[[], Any], run_theirs: Callable[[], Any],
                       device: str | torch.device = "cpu", rounds: int = 10, runs: int = 5,
-                      warmup: int = 3) -> Dict[str, float]:
+                      warmup: int = 3, clock: Callable[[], float] = time.perf_counter
+                      ) -> Dict[str, float]:
     """Time two callables in alternating rounds; per round the ratio of their median times
     (theirs / ours).  Returns the median ratio, its 25th and 75th percentiles, and each
-    side's overall median in ms."""
+    side's overall median in ms.  (``clock`` is the timer, replaceable in tests.)"""
     device = torch.device(device)
 
     def median_ms(fn) -> float:
         times = []
         for _ in range(runs):
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             _sync(device)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((clock() - t0) * 1e3)
         return statistics.median(times)
 
     for _ in range(warmup):

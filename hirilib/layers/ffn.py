@@ -18,7 +18,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from .checks import check_tokens
-from .norm import make_norm
+from .norm import make_norm, norm2d
 
 
 class Mlp(nn.Module):
@@ -28,22 +28,33 @@ class Mlp(nn.Module):
     ``(B, C, H, W)`` instead of tokens ``(B, N, C)``: the same function, with the
     weights ``(out, in)`` stored as ``(out, in, 1, 1)`` (timm's name for the switch;
     Hire-MLP and CAS-ViT keep their maps channels-first and use it).
+    ``norm`` ('bn', 'ln' or None) is an optional pre-norm inside the module, as for
+    ``ConvFFN`` and ``CFFN`` (HIRI-ViT's Table 7 path swaps LN for BN before it).
     """
 
+    #: a BN pre-norm folds into fc1 at inference (``hirilib.deploy.fuse_bn``)
+    bn_fusion = (("norm", "fc1", "before"),)
+
     def __init__(self, dim: int, hidden_dim: int | None = None, out_dim: int | None = None,
-                 act_layer=nn.GELU, drop: float = 0.0, use_conv: bool = False):
+                 act_layer=nn.GELU, drop: float = 0.0, use_conv: bool = False,
+                 norm: str | None = None):
         super().__init__()
         hidden_dim = hidden_dim or 4 * dim
+        if use_conv:
+            self.norm = norm2d(norm, dim) if norm else nn.Identity()
+        else:
+            self.norm = make_norm(norm, dim)
         layer = (lambda i, o: nn.Conv2d(i, o, 1)) if use_conv else nn.Linear
         self.fc1 = layer(dim, hidden_dim)
         self.act = act_layer()
         self.fc2 = layer(hidden_dim, out_dim or dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, H: int | None = None, W: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, H: int | None = None,
+                W: int | None = None) -> torch.Tensor:
         # H and W are accepted (and ignored) so that every FFN here is called alike.
-        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden), or (B, hidden, H, W)
-        return self.drop(self.fc2(x))         # (B, N, C), or (B, C, H, W)
+        x = self.drop(self.act(self.fc1(self.norm(x))))  # (B, N, hidden) or (B, hidden, H, W)
+        return self.drop(self.fc2(x))                    # (B, N, C) or (B, C, H, W)
 
 
 class DWConv(nn.Module):

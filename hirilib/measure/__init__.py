@@ -9,12 +9,12 @@ from .flops import (EXTRA_FLOP_HANDLES, UncountedOpError, ZERO_COST_OPS, blank_m
 from .memory import max_batch_estimate, saved_activation_bytes, training_memory
 from .results import (ResultsError, describe, environment, find_results, load_results,
                       save_results)
-from .timing import device_name, measure_latency, measure_throughput
+from .timing import device_name, measure_latency, measure_memory, measure_throughput
 
 __all__ = [
     "count_params", "count_flops", "flop_analysis", "flops_by_module", "blank_model",
     "bn_flop_handle", "count_activations", "training_memory", "saved_activation_bytes",
     "max_batch_estimate", "UncountedOpError", "ZERO_COST_OPS", "EXTRA_FLOP_HANDLES",
-    "measure_latency", "measure_throughput", "device_name",
+    "measure_latency", "measure_throughput", "measure_memory", "device_name",
     "save_results", "load_results", "describe", "environment", "find_results", "ResultsError",
 ]

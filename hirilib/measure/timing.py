@@ -81,6 +81,101 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 22
     }
 
 
+class _TensorMemoryTracker:
+    """Bytes held by the tensors that the ops run under it create (a
+    ``TorchDispatchMode``): each new storage is added when an op returns it and
+    subtracted when the last tensor using it is freed; ``peak`` is the maximum."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        tracker._add(t)
+                return out
+
+        self.mode = _Mode()
+        self.live: Dict[int, List[int]] = {}  # storage address -> [bytes, users]
+        self.current = self.peak = 0
+
+    def _add(self, t: torch.Tensor) -> None:
+        import weakref
+
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0:  # an empty tensor
+            return
+        if key in self.live:
+            self.live[key][1] += 1
+        else:
+            self.live[key] = [storage.nbytes(), 1]
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        weakref.finalize(t, self._drop, key)
+
+    def _drop(self, key: int) -> None:
+        entry = self.live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self.live[key]
+
+
+def measure_memory(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
+                   device: str | torch.device = "cpu",
+                   dtype: str = "fp32") -> Dict[str, Any]:
+    """Peak memory of the tensors one inference forward pass creates (activations and
+    output; the weights and the input, which exist before the call, are not included).
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` during the pass, minus what was
+    allocated before it.  On a CPU, where PyTorch keeps no such statistic, every
+    tensor an op returns is tracked (a ``TorchDispatchMode``) until it is freed, and
+    the peak of their sum is reported; buffers a kernel allocates and frees inside
+    itself are not seen.  Returns ``peak_mem_mb`` (MiB), ``method``, ``weights_mb``
+    and the settings.
+
+    >>> r = measure_memory(nn.Linear(1024, 4096), (64, 1024))
+    >>> r["peak_mem_mb"]  # the (64, 4096) fp32 output: 1 MiB
+    1.0
+    """
+    device = torch.device(device)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    model = model.to(device).eval()
+    x = torch.randn(*input_size, device=device)
+    autocast = torch.autocast(device.type, dtype=_DTYPES[dtype],
+                              enabled=dtype != "fp32")
+    weights = sum(t.numel() * t.element_size()
+                  for t in list(model.parameters()) + list(model.buffers()))
+    with torch.inference_mode(), autocast:
+        if device.type == "cuda":
+            _sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            out = model(x)
+            _sync(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+            method = "torch.cuda.max_memory_allocated"
+        else:
+            tracker = _TensorMemoryTracker()
+            with tracker.mode:
+                out = model(x)
+            peak = tracker.peak
+            method = "tensors created by the ops, tracked on the CPU"
+    del out
+    return {"peak_mem_mb": peak / 2**20, "weights_mb": weights / 2**20,
+            "method": method, "batch_size": input_size[0],
+            "input_size": list(input_size), "dtype": dtype, "device": device_name(device)}
+
+
 def measure_throughput(model: nn.Module, batch_size: int = 64, resolution: int = 224,
                        **kwargs) -> Dict[str, Any]:
     """Images per second at a large batch (``measure_latency`` at that batch)."""
