@@ -322,3 +322,16 @@ def test_onnx_graph_has_no_softmax_and_no_token_matmul(tmp_path):
     assert "Softmax" not in ops_cas and deploy.token_matmuls(cas) == 0
     assert ops_cas.get("Conv", 0) > 0 and ops_cas.get("Sigmoid", 0) == 2 * 4 * 2
     assert ops_pvt.get("Softmax", 0) == 4 and deploy.token_matmuls(pvt) == 2 * 4
+
+
+def test_bench_times_the_three_backends_on_equal_outputs():
+    """The chapter's suite: eager, fused and ONNX Runtime records, with the fused and
+    exported models' outputs equal to the eager one's."""
+    pytest.importorskip("onnxruntime")
+    from hirilib.bench.cas_vit import time_backends
+
+    recs = time_backends("cas_vit_xs", "cpu", resolution=64, warmup=0, runs=2,
+                         depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    assert [r["backend"] for r in recs] == ["eager", "fused", "onnxruntime"]
+    assert recs[0]["batchnorms"] > 0 and recs[1]["batchnorms"] == 0
+    assert all(r["max_abs_diff"] < 1e-4 and r["median_ms"] > 0 for r in recs)

@@ -69,3 +69,28 @@ def test_unfoldable_pairs_are_refused():
 def test_a_batchnorm_without_a_neighbour_stays():
     net = _random_bn_stats_(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
     assert count_batchnorms(fuse_bn(net)) == 1
+
+
+def test_a_batchnorm_before_two_classifiers_folds_into_both():
+    """A BN head with a distillation classifier: the BN folds into ``fc`` and ``fc_dist``
+    (both read the same pooled vector), and the averaged logits are unchanged."""
+    head = _random_bn_stats_(ClassifierHead(16, 5, norm="bn", norm_first=True, distillation=True))
+    x = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        want = head(x)
+        fused = fuse_bn(head)
+        got = fused(x)
+        cls, dist = fused(x, return_dist=True)
+    assert count_batchnorms(fused) == 0
+    assert (got - want).abs().max().item() < TOL * max(1.0, want.abs().max().item())
+    assert torch.allclose((cls + dist) / 2, got)
+
+
+def test_onnx_helpers_say_what_to_install_when_onnxruntime_is_missing(monkeypatch, tmp_path):
+    import sys
+
+    from hirilib import deploy
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(deploy.OnnxUnavailable, match=r"pip install onnx onnxruntime"):
+        deploy.onnx_session(tmp_path / "missing.onnx")
