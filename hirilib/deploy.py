@@ -154,7 +154,8 @@ def fuse_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
             if isinstance(layer_names, str):
                 layer_names = (layer_names,)
             elif where == "after":
-                raise ValueError("a BN after a layer folds into that one layer, not several")
+                raise ValueError("a BN after a layer folds into that one layer, not "
+                                 "several")
             # several layers: a BN whose output they all consume (a head with a
             # distillation classifier); names that are None here are absent
             layers = [_get(module, n) for n in layer_names]
@@ -181,7 +182,7 @@ ONNX_INSTALL = "pip install onnx onnxruntime"
 
 
 class OnnxUnavailable(ImportError):
-    """``onnx`` or ``onnxruntime`` is not installed; the message says how to install it."""
+    """``onnx`` or ``onnxruntime`` is missing; the message says how to install it."""
 
 
 def _require(module: str):
@@ -202,8 +203,9 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = (1, 3, 224, 224),
-                opset: int = 17, dynamic_batch: bool = True) -> Path:
+def export_onnx(model: nn.Module, path: str | Path,
+                input_size: Sequence[int] = (1, 3, 224, 224), opset: int = 17,
+                dynamic_batch: bool = True) -> Path:
     """Write ``model`` (in eval mode) as an ONNX graph for inputs of ``input_size``;
     the batch dimension stays free with ``dynamic_batch``.  Input ``"image"``, output
     ``"logits"``.  Returns the path.
@@ -221,7 +223,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
     model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")  # the exporter's deprecation, tracer notes
             torch.onnx.export(model, (x,), str(path), input_names=["image"],
                               output_names=["logits"], dynamic_axes=axes,
                               opset_version=opset, dynamo=False)
@@ -244,7 +246,7 @@ def onnx_session(path: str | Path, threads: Optional[int] = None,
 
 
 def run_onnx(session, x: torch.Tensor) -> torch.Tensor:
-    """Run ``session`` on ``x`` (a CPU float32 tensor); the first output, as a tensor."""
+    """Run ``session`` on ``x`` (a float32 tensor); its first output, as a tensor."""
     name = session.get_inputs()[0].name
     out = session.run(None, {name: x.detach().cpu().float().contiguous().numpy()})
     return torch.from_numpy(out[0])

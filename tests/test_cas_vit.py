@@ -35,8 +35,8 @@ from hirilib.reference import CAS_VIT, CAS_VIT_BN_PER_ELEMENT, CAS_VIT_T_GFLOPS_
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cas_vit_official_small.npz"
 PARAM_TOL, FLOP_TOL = 0.005, 0.03
-OFFICIAL_ATOL = 1e-5   # fp32, the same operations in the same order
-FUSE_RTOL = 1e-5       # fp32: BN folded into weights rounds differently (relative to max |logit|)
+OFFICIAL_RTOL = 1e-5   # fp32, the same operations (relative to max(1, largest value))
+FUSE_RTOL = 1e-5       # fp32: folded weights round differently (relative to max|logit|)
 ONNX_RTOL = 1e-4       # fp32: ONNX Runtime's own kernels and graph rewrites
 BN4 = {"aten::batch_norm": bn_flop_handle(CAS_VIT_BN_PER_ELEMENT)}
 NAMES = list(VARIANTS)
@@ -72,11 +72,20 @@ def official():
 
 def _small(meta, **kw):
     cfg = meta["kwargs"]
-    return CASViT(depths=cfg["layers"], dims=cfg["embed_dims"], mlp_ratio=cfg["mlp_ratios"],
-                  num_classes=cfg["num_classes"], **kw).eval()
+    return CASViT(depths=cfg["layers"], dims=cfg["embed_dims"],
+                  mlp_ratio=cfg["mlp_ratios"], num_classes=cfg["num_classes"],
+                  **kw).eval()
 
 
-# ----------------------------------------------------------------------------- numbers
+def _close(got: torch.Tensor, want) -> bool:
+    """Equal to the official output within ``OFFICIAL_RTOL`` (relative to the larger of
+    1 and its largest value: the stage maps reach tens, the logits stay near 1)."""
+    want = torch.as_tensor(want)
+    scale = want.abs().max().clamp(min=1)
+    return bool((got - want).abs().max() <= OFFICIAL_RTOL * scale)
+
+
+# ---------------------------------------------------------------------------- numbers
 
 def test_all_variants_registered():
     assert set(hirilib.list_models("cas_vit_*")) == set(CAS_VIT) == set(VARIANTS)
@@ -91,7 +100,7 @@ def test_params_match_model_zoo(name, distillation):
         model = hirilib.create_model(name, distillation=distillation)
     got = count_params(model)
     want = CAS_VIT[name]["params_m" if distillation else "params_one_head_m"]
-    assert abs(got / 1e6 / want - 1) < PARAM_TOL, f"{name}: {got / 1e6:.3f} M vs {want} M"
+    assert abs(got / 1e6 / want - 1) < PARAM_TOL, f"{name}: {got / 1e6:.3f} vs {want} M"
     assert analytic.cas_vit_params(**VARIANTS[name], distillation=distillation) == got
 
 
@@ -104,7 +113,8 @@ def test_closed_form_gflops_match_paper(name):
     assert abs(got / want - 1) < FLOP_TOL, f"{name}: {got:.3f} G vs {want} G"
 
 
-@pytest.mark.parametrize("name", ["cas_vit_xs", pytest.param("cas_vit_m", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cas_vit_xs",
+                                  pytest.param("cas_vit_m", marks=pytest.mark.slow)])
 def test_traced_gflops_match_paper_and_closed_form(name):
     """fvcore's count of the traced model, at BN 4 and at BN 2 per element, equals the
     closed form exactly, and at BN 4 is within 3% of the paper.  (The closed form covers
@@ -124,7 +134,8 @@ def test_traced_gflops_match_paper_and_closed_form(name):
 def test_closed_form_macs_at_other_sizes(overrides, size):
     model = hirilib.create_model("cas_vit_xs", **overrides)
     cfg = {**VARIANTS["cas_vit_xs"], **overrides}
-    assert count_flops(model, (1, 3, *size)) == analytic.cas_vit_macs(**cfg, H=size[0], W=size[1])
+    want = analytic.cas_vit_macs(**cfg, H=size[0], W=size[1])
+    assert count_flops(model, (1, 3, *size)) == want
 
 
 @pytest.mark.parametrize("C, r", [(48, 28), (96, 14)])
@@ -134,20 +145,21 @@ def test_catm_cost_is_linear_in_pixels(C, r):
     else; full attention's count grows by far more (its 2 N^2 C term)."""
     catm = ConvolutionalAdditiveTokenMixer(C)
     f1, f2 = (count_flops(catm, (1, C, s, s)) for s in (r, 2 * r))
-    assert f1 == analytic.catm_macs(r, r, C) and f2 == analytic.catm_macs(2 * r, 2 * r, C)
+    assert f1 == analytic.catm_macs(r, r, C)
+    assert f2 == analytic.catm_macs(2 * r, 2 * r, C)
     assert f2 - 4 * f1 == -3 * (2 * C * C)
     mha = MultiHeadAttention(C, 1)
     g1, g2 = (count_flops(mha, (torch.zeros(1, s * s, C), s, s)) for s in (r, 2 * r))
-    assert g2 - 4 * g1 == 2 * C * ((2 * r) ** 4 - 4 * r ** 4)  # the N^2 term, and only it
+    assert g2 - 4 * g1 == 2 * C * ((2 * r) ** 4 - 4 * r ** 4)  # the N^2 term alone
     assert count_params(catm) == analytic.catm_params(C)
 
 
-# ----------------------------------------------------------------------------- official code
+# ---------------------------------------------------------------------- official code
 
 @pytest.mark.parametrize("tag", ["2x3x64x64", "2x3x72x88"])
 def test_equal_to_official_model(official, tag):
-    """The official RCViT's state dict, through convert_state_dict, gives its logits, its
-    per-stage maps and its two heads' logits (eval mode, BN statistics included)."""
+    """The official RCViT's state dict, through convert_state_dict, gives its logits,
+    its per-stage maps and its two heads' logits (eval mode, BN statistics included)."""
     z, meta, sd = official
     model = _small(meta)
     model.load_state_dict(convert_state_dict(sd), strict=True)
@@ -156,16 +168,16 @@ def test_equal_to_official_model(official, tag):
         logits = model(x)
         maps = model.forward_pyramid(x)
         cls, dist = model.forward_head(maps[-1], return_dist=True)
-    want = lambda k: torch.from_numpy(z[k])  # noqa: E731
-    assert (logits - want(f"out/{tag}")).abs().max() < OFFICIAL_ATOL
+    assert _close(logits, z[f"out/{tag}"])
     for i, f in enumerate(maps):  # stages are network.0, .2, .4, .6 there
-        assert (f - want(f"feat/{tag}/network.{2 * i}")).abs().max() < OFFICIAL_ATOL
-    assert (cls - want(f"feat/{tag}/head")).abs().max() < OFFICIAL_ATOL
-    assert (dist - want(f"feat/{tag}/dist_head")).abs().max() < OFFICIAL_ATOL
+        assert _close(f, z[f"feat/{tag}/network.{2 * i}"])
+    assert _close(cls, z[f"feat/{tag}/head"])
+    assert _close(dist, z[f"feat/{tag}/dist_head"])
     m64 = _small(meta).double()
     m64.load_state_dict(convert_state_dict(sd))
     with torch.no_grad():
-        assert (m64(x.double()) - want(f"out64/{tag}")).abs().max() < 1e-10
+        want64 = torch.from_numpy(z[f"out64/{tag}"])
+        assert (m64(x.double()) - want64).abs().max() < 1e-10
 
 
 def test_checkpoints_with_and_without_the_distillation_head(official):
@@ -180,11 +192,12 @@ def test_checkpoints_with_and_without_the_distillation_head(official):
     two = _small(meta)
     two.load_state_dict(convert_state_dict(one_head_sd, distillation=True), strict=True)
     with torch.no_grad():
-        assert (one(x) - torch.from_numpy(z["out/2x3x64x64"])).abs().max() < OFFICIAL_ATOL
-        assert (two(x) - torch.from_numpy(z["feat/2x3x64x64/head"])).abs().max() < OFFICIAL_ATOL
+        assert _close(one(x), z["out/2x3x64x64"])
+        assert _close(two(x), z["feat/2x3x64x64/head"])
     ours = convert_state_dict(sd)
-    assert convert_state_dict(ours).keys() == ours.keys()          # our keys pass through
-    assert list(convert_state_dict({"module.head.bias": torch.zeros(2)})) == ["head.fc.bias"]
+    assert convert_state_dict(ours).keys() == ours.keys()       # our keys pass through
+    ddp = convert_state_dict({"module.head.bias": torch.zeros(2)})
+    assert list(ddp) == ["head.fc.bias"]
 
 
 def test_create_model_loads_an_official_checkpoint_file(official, tmp_path):
@@ -193,13 +206,13 @@ def test_create_model_loads_an_official_checkpoint_file(official, tmp_path):
     torch.save({"model": sd}, path)
     cfg = meta["kwargs"]
     model = hirilib.create_model("cas_vit_xs", checkpoint=path, depths=cfg["layers"],
-                                 dims=cfg["embed_dims"], num_classes=cfg["num_classes"]).eval()
+                                 dims=cfg["embed_dims"], num_classes=cfg["num_classes"])
     with torch.no_grad():
-        y = model(torch.from_numpy(z["in/2x3x72x88"]))
-    assert (y - torch.from_numpy(z["out/2x3x72x88"])).abs().max() < OFFICIAL_ATOL
+        y = model.eval()(torch.from_numpy(z["in/2x3x72x88"]))
+    assert _close(y, z["out/2x3x72x88"])
 
 
-# ----------------------------------------------------------------------------- structure
+# -------------------------------------------------------------------------- structure
 
 def test_official_details():
     """Stem width C1 // 2 with ReLU, downsampling without activation, GELU in the local
@@ -213,7 +226,8 @@ def test_official_details():
     assert down.conv.kernel_size == (3, 3) and down.conv.stride == (2, 2)
     assert not hasattr(down, "act")
     blk = m.stages[0].blocks[0]
-    assert isinstance(blk.local_integration.dw.act, nn.GELU) and isinstance(blk.mlp.act, nn.GELU)
+    assert isinstance(blk.local_integration.dw.act, nn.GELU)
+    assert isinstance(blk.mlp.act, nn.GELU)
     assert isinstance(blk.attn.phi_q.spatial.gate[0].act, nn.ReLU)
     assert blk.attn.qkv.bias is None and blk.mlp.fc1.out_channels == 4 * 48
     q = {id(p) for p in blk.attn.phi_q.parameters()}
@@ -223,7 +237,8 @@ def test_official_details():
     w = m.head.fc.weight
     assert abs(w.std().item() - 0.02) < 0.002 and not m.head.fc.bias.any()
     conv = m.stages[3].blocks[0].mlp.fc1  # PyTorch's default: U(-1/sqrt(fan_in), ...)
-    assert conv.weight.abs().max() <= 1 / 220 ** 0.5 + 1e-6 and conv.bias.abs().max() > 0
+    assert conv.weight.abs().max() <= 1 / 220 ** 0.5 + 1e-6
+    assert conv.bias.abs().max() > 0
 
 
 def test_forward_returns_logits_in_training_too():
@@ -260,13 +275,13 @@ def test_bad_constructor_arguments(kwargs, match):
         hirilib.create_model("cas_vit_xs", **kwargs)
 
 
-# ----------------------------------------------------------------------------- deployment
+# ------------------------------------------------------------------------- deployment
 
 @pytest.mark.parametrize("overrides", [{}, dict(distillation=False, num_classes=10)])
 def test_fused_model_equals_eager_and_has_no_batchnorm(overrides):
-    """Every BN of CAS-ViT follows a conv (stem, downsampling, local integration, spatial
-    operator) or precedes a 1x1 conv or the classifier(s) (the pre-norms, the head): all
-    fold, none remain, and the outputs are unchanged."""
+    """Every BN of CAS-ViT follows a conv (stem, downsampling, local integration,
+    spatial operator) or precedes a 1x1 conv or the classifier(s) (the pre-norms, the
+    head): all fold, none remain, and the outputs are unchanged."""
     torch.manual_seed(0)
     model = _random_bn_(hirilib.create_model("cas_vit_xs", **overrides))
     x = torch.randn(2, 3, 96, 128)
@@ -278,14 +293,16 @@ def test_fused_model_equals_eager_and_has_no_batchnorm(overrides):
 
 
 def test_headless_model_keeps_its_head_batchnorm():
-    """With no classifier (num_classes=0, features out) the head's BN has nothing to fold
-    into, and stays: it is the only one."""
-    model = _random_bn_(hirilib.create_model("cas_vit_xs", num_classes=0, dims=(8, 16, 24, 32)))
+    """With no classifier (num_classes=0, features out) the head's BN has nothing to
+    fold into, and stays: it is the only one."""
+    model = hirilib.create_model("cas_vit_xs", num_classes=0, dims=(8, 16, 24, 32))
+    model = _random_bn_(model)
     fused = deploy.fuse_bn(model)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (fused(x) - model(x)).abs().max() < FUSE_RTOL * model(x).abs().max()
-    assert deploy.count_batchnorms(fused) == 1 and isinstance(fused.head.norm, nn.BatchNorm2d)
+    assert deploy.count_batchnorms(fused) == 1
+    assert isinstance(fused.head.norm, nn.BatchNorm2d)
 
 
 def _export(model, path, size):

@@ -72,9 +72,10 @@ def test_a_batchnorm_without_a_neighbour_stays():
 
 
 def test_a_batchnorm_before_two_classifiers_folds_into_both():
-    """A BN head with a distillation classifier: the BN folds into ``fc`` and ``fc_dist``
-    (both read the same pooled vector), and the averaged logits are unchanged."""
-    head = _random_bn_stats_(ClassifierHead(16, 5, norm="bn", norm_first=True, distillation=True))
+    """A BN head with a distillation classifier: the BN folds into ``fc`` and
+    ``fc_dist`` (both read the same pooled vector); the mean logits are unchanged."""
+    head = ClassifierHead(16, 5, norm="bn", norm_first=True, distillation=True)
+    head = _random_bn_stats_(head)
     x = torch.randn(2, 16, 4, 4)
     with torch.no_grad():
         want = head(x)
@@ -86,11 +87,11 @@ def test_a_batchnorm_before_two_classifiers_folds_into_both():
     assert torch.allclose((cls + dist) / 2, got)
 
 
-def test_onnx_helpers_say_what_to_install_when_onnxruntime_is_missing(monkeypatch, tmp_path):
+def test_onnx_helpers_say_what_to_install_without_onnxruntime(monkeypatch, tmp_path):
     import sys
 
     from hirilib import deploy
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
     with pytest.raises(deploy.OnnxUnavailable, match=r"pip install onnx onnxruntime"):
         deploy.onnx_session(tmp_path / "missing.onnx")

@@ -7,7 +7,8 @@ them; ``conventions`` says how they count.  One module per subject: ``layers``
 ``hire_mlp`` (chapter 4), ``cas_vit`` (chapter 5).
 """
 
-from .cas_vit import catm_macs, catm_params, cas_vit_macs, cas_vit_params, cas_vit_stage_sizes
+from .cas_vit import (catm_macs, catm_params, cas_vit_macs, cas_vit_params,
+                      cas_vit_stage_sizes)
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
 from .convnext import conv_cost, convnext_block_macs
 from .hire_mlp import (hire_block_macs, hire_block_params, hire_mlp_macs, hire_mlp_params,

@@ -11,7 +11,7 @@ fvcore releases did):
         channel: mean, 1x1 C -> C             N C + C^2
     Gamma (DW 3x3) and proj (DW 3x3)           18 N C
     ------------------------------------------------------------
-    CATM                                       3 N C^2 + 2 (11 + bn) N C + 18 N C + 2 C^2
+    CATM                              3 N C^2 + 2 (11 + bn) N C + 18 N C + 2 C^2
 
 Every term is at most linear in N: there is no N x N product (attention's
 2 N^2 C) and no softmax.  The gates' multiplications and the sum
@@ -62,7 +62,8 @@ def catm_macs(H: int, W: int, C: int, bn_per_element: int = BN_PER_ELEMENT,
     """MACs of the CATM on an H x W map of C channels, counted as ``count_flops``
     counts them (BN at ``bn_per_element``): linear in H W.
 
-    >>> catm_macs(56, 56, 48) == 56 * 56 * (3 * 48**2 + 2 * 13 * 48 + 18 * 48) + 2 * 48**2
+    >>> N, C = 56 * 56, 48
+    >>> catm_macs(56, 56, C) == N * (3 * C**2 + 2 * 13 * C + 18 * C) + 2 * C**2
     True
     """
     N = H * W
@@ -88,8 +89,8 @@ def block_macs(H: int, W: int, C: int, mlp_ratio: float = 4.0,
 
 
 def cas_vit_params(depths: Sequence[int], dims: Sequence[int], mlp_ratio: float = 4.0,
-                   num_classes: int = 1000, in_chans: int = 3, distillation: bool = True,
-                   qkv_bias: bool = False, **unused) -> int:
+                   num_classes: int = 1000, in_chans: int = 3,
+                   distillation: bool = True, qkv_bias: bool = False, **unused) -> int:
     """Parameter count of a CAS-ViT configuration from the architecture alone: the stem
     (two 3x3 convs with bias and BN), a 3x3 conv + BN before stages 2-4, the blocks, and
     the head (BN, one or two classifiers).
@@ -102,11 +103,12 @@ def cas_vit_params(depths: Sequence[int], dims: Sequence[int], mlp_ratio: float 
     total = 9 * in_chans * c0 + 3 * c0 + 9 * c0 * dims[0] + 3 * dims[0]   # stem
     for i, (L, C) in enumerate(zip(depths, dims)):
         if i > 0:
-            total += 9 * dims[i - 1] * C + 3 * C                           # downsampling
+            total += 9 * dims[i - 1] * C + 3 * C                       # downsampling
         total += L * block_params(C, mlp_ratio, qkv_bias)
     C = dims[-1]
     heads = 2 if distillation else 1
-    return total + 2 * C + (heads * (C * num_classes + num_classes) if num_classes > 0 else 0)
+    head = heads * (C * num_classes + num_classes) if num_classes > 0 else 0
+    return total + 2 * C + head
 
 
 def cas_vit_macs(depths: Sequence[int], dims: Sequence[int], mlp_ratio: float = 4.0,
@@ -119,7 +121,8 @@ def cas_vit_macs(depths: Sequence[int], dims: Sequence[int], mlp_ratio: float = 
     the older fvcore behind the published GFLOPs counted.
 
     >>> from hirilib.models.cas_vit import VARIANTS
-    >>> round(cas_vit_macs(**VARIANTS["cas_vit_xs"], bn_per_element=4) / 1e9, 2)  # paper
+    >>> macs = cas_vit_macs(**VARIANTS["cas_vit_xs"], bn_per_element=4)
+    >>> round(macs / 1e9, 2)  # the paper's 0.56
     0.56
     """
     W = H if W is None else W
@@ -131,9 +134,9 @@ def cas_vit_macs(depths: Sequence[int], dims: Sequence[int], mlp_ratio: float = 
     total = h1 * w1 * c0 * (9 * in_chans + bn) + n1 * dims[0] * (9 * c0 + bn)   # stem
     for i, ((h, w), L, C) in enumerate(zip(sizes, depths, dims)):
         if i > 0:
-            total += h * w * C * (9 * dims[i - 1] + bn)                        # downsampling
+            total += h * w * C * (9 * dims[i - 1] + bn)                # downsampling
         total += L * block_macs(h, w, C, mlp_ratio, bn)
     (h, w), C = sizes[-1], dims[-1]
-    total += h * w * C * (bn + 1)                                              # BN, mean
+    total += h * w * C * (bn + 1)                                      # BN, mean
     heads = 2 if distillation else 1
     return total + (heads * C * num_classes if num_classes > 0 else 0)

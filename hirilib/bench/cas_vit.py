@@ -1,5 +1,5 @@
-"""Chapter 5's suite: CAS-ViT as it is deployed (PyTorch eager, BN folded, ONNX Runtime),
-and one CATM layer against attention as the map grows."""
+"""Chapter 5's suite: CAS-ViT as it is deployed (PyTorch eager, BN folded, ONNX
+Runtime), and one CATM layer against attention as the map grows."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ BACKENDS = ("eager", "fused", "onnxruntime")
 
 def time_backends(name: str, device: str | torch.device = "cpu", batch: int = 1,
                   resolution: int = 224, warmup: int = 2, runs: int = 10,
-                  backends: Sequence[str] = BACKENDS, **overrides) -> List[Dict[str, Any]]:
-    """Time a registered model's forward pass (random weights, eval mode) as PyTorch runs
-    it ("eager"), with every BatchNorm folded (``deploy.fuse_bn``, "fused"), and as ONNX
-    Runtime runs the exported fused graph on the CPU ("onnxruntime"; skipped on a GPU
-    or when ``onnxruntime`` is missing).  One record per backend, with
+                  backends: Sequence[str] = BACKENDS,
+                  **overrides) -> List[Dict[str, Any]]:
+    """Time a registered model's forward pass (random weights, eval mode) as PyTorch
+    runs it ("eager"), with every BatchNorm folded (``deploy.fuse_bn``, "fused"), and
+    as ONNX Runtime runs the exported fused graph on the CPU ("onnxruntime"; skipped on
+    a GPU or when ``onnxruntime`` is missing).  One record per backend, with
     ``measure_latency``'s fields and ``max_abs_diff``, the largest difference from the
     eager logits (on one input).  ``overrides`` go to ``create_model``."""
     device = torch.device(device)
@@ -55,7 +56,8 @@ def time_backends(name: str, device: str | torch.device = "cpu", batch: int = 1,
                    "params": count_params(run), "resolution": resolution,
                    "max_abs_diff": (got - want).abs().max().item(),
                    "batchnorms": deploy.count_batchnorms(run)}
-            rec.update(measure_latency(run, size, device=device, warmup=warmup, runs=runs))
+            rec.update(measure_latency(run, size, device=device, warmup=warmup,
+                                       runs=runs))
             run.to("cpu")
             records.append(rec)
     finally:
@@ -79,8 +81,8 @@ class _TokensMixer(nn.Module):
 
 
 def make_mixer(kind: str, dim: int = 64, heads: int = 1) -> nn.Module:
-    """One token mixer on ``(B, dim, H, W)`` maps: ``"catm"``, ``"mha"`` (full attention,
-    fused SDPA) or ``"linear_sra"`` (PVTv2-Li's, 7x7 pooled keys)."""
+    """One token mixer on ``(B, dim, H, W)`` maps: ``"catm"``, ``"mha"`` (full
+    attention, fused SDPA) or ``"linear_sra"`` (PVTv2-Li's, 7x7 pooled keys)."""
     if kind == "catm":
         return ConvolutionalAdditiveTokenMixer(dim)
     if kind == "mha":
@@ -107,7 +109,8 @@ def time_mixers(device: str | torch.device = "cpu", dim: int = 64,
 
 
 @suite("cas_vit")
-def bench_cas_vit(device: str | torch.device = "cuda", quick: bool = False) -> List[Dict[str, Any]]:
+def bench_cas_vit(device: str | torch.device = "cuda",
+                  quick: bool = False) -> List[Dict[str, Any]]:
     """The chapter's timing suite: XS and M (all four variants in full mode) in PyTorch
     eager, BN-fused and, on a CPU, ONNX Runtime, at 224 (batch 1: latency); and CATM
     against full attention and linear SRA on first-stage maps of growing size.

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hirilib import analytic
-from hirilib.checks import CheckFailed, Exercise, assert_close, assert_equal_count, register
+from hirilib.checks import (CheckFailed, Exercise, assert_close, assert_equal_count,
+                            register)
 from hirilib.measure import count_flops, count_params
 
 
@@ -30,7 +31,8 @@ def _randomise_(m: nn.Module, seed: int = 0) -> nn.Module:
                 mod.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
                 mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             for name, p in mod.named_parameters(recurse=False):
-                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if name == "bias" else 0.5))
+                scale = 0.3 if name == "bias" else 0.5
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
     return m.eval()
 
 
@@ -44,7 +46,7 @@ def _positions_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.flatten(2).softmax(-1).reshape(B, C, H, W)
 
 
-# ----------------------------------------------------------------------------- 1. spatial
+# ------------------------------------------------------------------------- 1. spatial
 
 
 def _spatial_layers(m: nn.Module, C: int):
@@ -53,22 +55,26 @@ def _spatial_layers(m: nn.Module, C: int):
     to_one = [c for c in convs if c.out_channels == 1 and c.in_channels == C]
     if len(dw) != 1 or len(to_one) != 1 or len(bns) != 1 or len(convs) != 2:
         raise CheckFailed(f"the spatial operator needs exactly one depthwise 3x3 conv "
-                          f"(groups={C}), one BatchNorm2d and one 1x1 conv from {C} channels to "
-                          f"1; found {len(convs)} convs ({len(dw)} depthwise, {len(to_one)} "
-                          f"to one channel) and {len(bns)} BatchNorms")
+                          f"(groups={C}), one BatchNorm2d and one 1x1 conv from {C} "
+                          f"channels to 1; found {len(convs)} convs ({len(dw)} "
+                          f"depthwise, {len(to_one)} to one channel) and {len(bns)} "
+                          f"BatchNorms")
     dw, to_one, bn = dw[0], to_one[0], bns[0]
     if dw.kernel_size != (3, 3) or dw.padding != (1, 1) or dw.stride != (1, 1):
-        raise CheckFailed(f"the depthwise conv must be 3x3, stride 1, padding 1; got kernel "
-                          f"{dw.kernel_size}, stride {dw.stride}, padding {dw.padding}")
+        raise CheckFailed(f"the depthwise conv must be 3x3, stride 1, padding 1; got "
+                          f"kernel {dw.kernel_size}, stride {dw.stride}, padding "
+                          f"{dw.padding}")
     if to_one.kernel_size != (1, 1):
-        raise CheckFailed(f"the conv to one channel must be 1x1, got {to_one.kernel_size}")
+        raise CheckFailed(f"the conv to one channel must be 1x1, got "
+                          f"{to_one.kernel_size}")
     return dw, bn, to_one
 
 
 def check_spatial_operator(cls) -> None:
     """``cls(dim)`` maps ``(B, C, H, W)`` to ``(B, C, H, W)``:
     S(x) = x * sigmoid(W_{1x1, C->1}(ReLU(BN(DWConv3x3(x))))), one gate per position
-    shared by all channels; the DW conv has a bias, the 1x1 conv none (13 C parameters)."""
+    shared by all channels; the DW conv has a bias, the 1x1 conv none (13 C
+    parameters)."""
     torch.manual_seed(0)
     C = 8
     m = _randomise_(cls(C))
@@ -83,10 +89,11 @@ def check_spatial_operator(cls) -> None:
         z = bn(dw(x))
         logits = F.conv2d(F.relu(z), to_one.weight, to_one.bias)          # (B, 1, H, W)
         if isinstance(got, torch.Tensor) and got.shape == logits.shape:
-            raise CheckFailed("the output is (B, 1, H, W): that is the gate itself instead of "
-                              "x times the gate")
+            raise CheckFailed("the output is (B, 1, H, W): that is the gate itself "
+                              "instead of x times the gate")
         mistakes = {
-            "a softmax over the positions in place of the sigmoid": x * _positions_softmax(logits),
+            "a softmax over the positions in place of the sigmoid":
+                x * _positions_softmax(logits),
             "no ReLU after the BatchNorm": x * torch.sigmoid(
                 F.conv2d(z, to_one.weight, to_one.bias)),
         }
@@ -114,29 +121,33 @@ class _SpatialGateOnly(nn.Module):
         return self.op.gate(x)
 
 
-# ----------------------------------------------------------------------------- 2. channel
+# ------------------------------------------------------------------------- 2. channel
 
 
 def check_channel_operator(cls) -> None:
     """``cls(dim)`` maps ``(B, C, H, W)`` to ``(B, C, H, W)``:
-    Ch(x) = x * sigmoid(W_{1x1, C->C}(mean_{H,W}(x))), one gate per channel shared by all
-    positions; the 1x1 conv has no bias (C^2 parameters)."""
+    Ch(x) = x * sigmoid(W_{1x1, C->C}(mean_{H,W}(x))), one gate per channel shared by
+    all positions; the 1x1 conv has no bias (C^2 parameters)."""
     torch.manual_seed(0)
     C = 8
     m = _randomise_(cls(C))
-    convs = [c for c in _convs(m) if c.in_channels == c.out_channels == C and c.groups == 1]
+    convs = [c for c in _convs(m)
+             if c.in_channels == c.out_channels == C and c.groups == 1]
     if len(convs) != 1 or len(_convs(m)) != 1 or convs[0].kernel_size != (1, 1):
-        raise CheckFailed(f"the channel operator needs exactly one 1x1 conv from {C} to {C} "
-                          f"channels; found {len(_convs(m))} convs")
+        raise CheckFailed(f"the channel operator needs exactly one 1x1 conv from {C} "
+                          f"to {C} channels; found {len(_convs(m))} convs")
     w = convs[0]
-    assert_equal_count(count_params(m), C * C, "the channel operator's parameters (1x1 conv "
-                       "C x C, no bias)", mistakes={"a bias in the 1x1 conv": C * C + C})
+    assert_equal_count(count_params(m), C * C,
+                       "the channel operator's parameters (1x1 conv C x C, no bias)",
+                       mistakes={"a bias in the 1x1 conv": C * C + C})
     x = torch.randn(2, C, 6, 9)
     with torch.no_grad():
         got = m(x)
-        logits = F.conv2d(x.mean((2, 3), keepdim=True), w.weight, w.bias)  # (B, C, 1, 1)
+        pooled = x.mean((2, 3), keepdim=True)                       # (B, C, 1, 1)
+        logits = F.conv2d(pooled, w.weight, w.bias)                 # (B, C, 1, 1)
         mistakes = {
-            "a softmax over the channels in place of the sigmoid": x * logits.softmax(1),
+            "a softmax over the channels in place of the sigmoid":
+                x * logits.softmax(1),
             "max pooling in place of the mean": x * torch.sigmoid(
                 F.conv2d(x.amax((2, 3), keepdim=True), w.weight, w.bias)),
         }
@@ -161,7 +172,7 @@ class _ChannelMaxPool(nn.Module):
         return x * torch.sigmoid(self.fc(x.amax((2, 3), keepdim=True)))
 
 
-# ----------------------------------------------------------------------------- 3. CATM
+# ---------------------------------------------------------------------------- 3. CATM
 
 
 def _catm_parts(m: nn.Module):
@@ -172,9 +183,10 @@ def _catm_parts(m: nn.Module):
                           f"{', '.join(missing)}")
     for n in ("phi_q", "phi_k"):
         phi = getattr(m, n)
-        if not all(isinstance(getattr(phi, p, None), nn.Module) for p in ("spatial", "channel")):
-            raise CheckFailed(f"MyCATM.{n} needs the submodules spatial and channel (the "
-                              f"check applies them itself, in the paper's order)")
+        parts = [getattr(phi, p, None) for p in ("spatial", "channel")]
+        if not all(isinstance(p, nn.Module) for p in parts):
+            raise CheckFailed(f"MyCATM.{n} needs the submodules spatial and channel "
+                              f"(the check applies them itself, in the paper's order)")
     return m.qkv, m.phi_q, m.phi_k, m.dwc, m.proj
 
 
@@ -190,9 +202,10 @@ def check_catm(cls) -> None:
     qkv, phi_q, phi_k, dwc, proj = _catm_parts(m)
     one_phi = C * C + 13 * C
     assert_equal_count(count_params(m), analytic.catm_params(C), "MyCATM's parameters",
-                       mistakes={"the same weights for Q and K (one context mapping used "
-                                 "for both)": analytic.catm_params(C) - one_phi,
-                                 "a bias in the qkv conv": analytic.catm_params(C, True)})
+                       mistakes={"the same weights for Q and K (one context mapping "
+                                 "used for both)": analytic.catm_params(C) - one_phi,
+                                 "a bias in the qkv conv":
+                                     analytic.catm_params(C, True)})
     x = torch.randn(2, C, 6, 7)
     with torch.no_grad():
         got = m(x)
@@ -206,7 +219,8 @@ def check_catm(cls) -> None:
 
         pq, pk = phi(phi_q, q), phi(phi_k, k)
         mistakes = {
-            "the same weights for Q and K (phi_q applied to both)": out(pq + phi(phi_q, k)),
+            "the same weights for Q and K (phi_q applied to both)":
+                out(pq + phi(phi_q, k)),
             "the channel operator before the spatial one": out(
                 phi(phi_q, q, "cs") + phi(phi_k, k, "cs")),
             "a softmax left in (over the positions of the similarity)": out(
@@ -233,7 +247,8 @@ def _catm_shared_forward(self, x):
 
 def _catm_channel_first_forward(self, x):
     q, k, v = self.qkv(x).chunk(3, dim=1)
-    sim = (self.phi_q.spatial(self.phi_q.channel(q)) + self.phi_k.spatial(self.phi_k.channel(k)))
+    sim = (self.phi_q.spatial(self.phi_q.channel(q))
+           + self.phi_k.spatial(self.phi_k.channel(k)))
     return self.proj(self.dwc(sim) * v)
 
 
@@ -259,12 +274,12 @@ class _CATMSharedPhi(nn.Module):
         return self.proj(self.dwc(self.phi_q(q) + self.phi_k(k)) * v)
 
 
-# ----------------------------------------------------------------------------- 4. cost
+# ---------------------------------------------------------------------------- 4. cost
 
 
 def check_catm_macs(fn) -> None:
-    """``fn(H, W, C)`` gives the multiply-accumulates of hirilib's CATM on an H x W map of
-    C channels, as ``count_flops`` counts them (BatchNorm 2 per element, the channel
+    """``fn(H, W, C)`` gives the multiply-accumulates of hirilib's CATM on an H x W map
+    of C channels, as ``count_flops`` counts them (BatchNorm 2 per element, the channel
     operator's mean 1 per element, element-wise products and sigmoids free)."""
     from hirilib.models.cas_vit import ConvolutionalAdditiveTokenMixer
 
@@ -279,7 +294,8 @@ def check_catm_macs(fn) -> None:
             "the channel operator's mean left out": want - 2 * N * C,
             "an N x N product counted, as in attention": want + 2 * N * N * C,
         }
-        assert_equal_count(fn(H, W, C), want, f"CATM MACs at H={H}, W={W}, C={C}", mistakes)
+        assert_equal_count(fn(H, W, C), want, f"CATM MACs at H={H}, W={W}, C={C}",
+                           mistakes)
 
 
 def _catm_macs_bn4(H, W, C):
@@ -303,7 +319,8 @@ register(
              reference=_reference("SpatialOperator"),
              mistakes={"a softmax over the positions in place of the sigmoid":
                        lambda: _SpatialSoftmax,
-                       "the gate itself instead of x times the gate": lambda: _SpatialGateOnly}),
+                       "the gate itself instead of x times the gate":
+                           lambda: _SpatialGateOnly}),
     Exercise("MyChannelOperator", 5, 2, check_channel_operator,
              reference=_reference("ChannelOperator"),
              mistakes={"a softmax over the channels in place of the sigmoid":
@@ -312,11 +329,14 @@ register(
     Exercise("MyCATM", 5, 3, check_catm,
              reference=_reference("ConvolutionalAdditiveTokenMixer"),
              mistakes={"the same weights for Q and K": lambda: _CATMSharedPhi,
-                       "phi_q applied to both": lambda: _catm_class(_catm_shared_forward),
+                       "phi_q applied to both":
+                           lambda: _catm_class(_catm_shared_forward),
                        "the channel operator before the spatial one":
                            lambda: _catm_class(_catm_channel_first_forward),
-                       "a softmax left in": lambda: _catm_class(_catm_softmax_forward)}),
+                       "a softmax left in":
+                           lambda: _catm_class(_catm_softmax_forward)}),
     Exercise("catm_macs", 5, 4, check_catm_macs, reference=lambda: analytic.catm_macs,
              mistakes={"BatchNorm counted at 4 per element": lambda: _catm_macs_bn4,
-                       "one context mapping instead of two": lambda: _catm_macs_one_phi}),
+                       "one context mapping instead of two":
+                           lambda: _catm_macs_one_phi}),
 )

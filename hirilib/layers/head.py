@@ -50,8 +50,10 @@ class ClassifierHead(nn.Module):
         self.norm = norm2d(norm, dim) if norm else nn.Identity()
         self.init_scale = init_scale
         self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.fc_dist = (nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-                        ) if self.distillation else None
+        self.fc_dist = None
+        if self.distillation:
+            self.fc_dist = (nn.Linear(dim, num_classes) if num_classes > 0
+                            else nn.Identity())
 
     def reset(self, num_classes: int) -> None:
         """A fresh classifier (and distillation classifier) for ``num_classes`` classes
@@ -73,7 +75,8 @@ class ClassifierHead(nn.Module):
                 self.fc.weight.mul_(self.init_scale)
                 self.fc.bias.mul_(self.init_scale)
 
-    def forward(self, x: torch.Tensor, pre_logits: bool = False, return_dist: bool = False):
+    def forward(self, x: torch.Tensor, pre_logits: bool = False,
+                return_dist: bool = False):
         if self.norm_first:
             x = self.norm(x)                     # (B, C, H, W)
         x = x.mean((2, 3), keepdim=True)         # (B, C, 1, 1)
@@ -83,8 +86,8 @@ class ClassifierHead(nn.Module):
         if pre_logits:
             return x
         if return_dist and not self.distillation:
-            raise ValueError("return_dist=True needs a distillation head: build the model "
-                             "with distillation=True")
+            raise ValueError("return_dist=True needs a distillation head: build the "
+                             "model with distillation=True")
         if not self.distillation or self.num_classes == 0:
             return self.fc(x)                    # (B, num_classes)
         cls, dist = self.fc(x), self.fc_dist(x)  # (B, num_classes) each

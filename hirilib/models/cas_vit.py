@@ -1,5 +1,6 @@
 """CAS-ViT (Zhang et al., "CAS-ViT: Convolutional Additive Self-attention Vision
-Transformers for Efficient Mobile Applications", arXiv 2408.03703).  Chapter 5 builds it.
+Transformers for Efficient Mobile Applications", arXiv 2408.03703).  Chapter 5 builds
+it.
 
 Self-attention compares every query with every key (an N x N matrix, then a
 softmax).  CAS-ViT replaces that similarity by an *additive* one,
@@ -36,9 +37,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from hirilib.layers import (ClassifierHead, ConvNormAct, DropPath, Mlp, Stage, check_image,
-                            check_model_args, check_positive_ints, check_rate,
-                            drop_path_schedule, make_act, trunc_normal_init)
+from hirilib.layers import (ClassifierHead, ConvNormAct, DropPath, Mlp, Stage,
+                            check_image, check_model_args, check_positive_ints,
+                            check_rate, drop_path_schedule, make_act, trunc_normal_init)
 from hirilib.registry import register_model
 
 __all__ = ["SpatialOperator", "ChannelOperator", "ContextMapping",
@@ -46,7 +47,7 @@ __all__ = ["SpatialOperator", "ChannelOperator", "ContextMapping",
            "VARIANTS", "convert_state_dict"]
 
 
-# ----------------------------------------------------------------------------- the mixer
+# -------------------------------------------------------------------------- the mixer
 
 
 class SpatialOperator(nn.Module):
@@ -124,17 +125,17 @@ class ConvolutionalAdditiveTokenMixer(nn.Module):
         return self.proj_drop(self.proj(self.dwc(sim) * v))
 
 
-# ----------------------------------------------------------------------------- the block
+# -------------------------------------------------------------------------- the block
 
 
 class LocalIntegration(nn.Sequential):
     """The block's first branch (Sec. 3.3, Fig. 3): 1x1 conv, BN, depthwise 3x3 conv,
     GELU, 1x1 conv (the official models pass GELU; the class default there is ReLU).
-    Keys ``pw1.conv``, ``pw1.norm``, ``dw.conv``, ``pw2``.  ``(B, C, H, W)`` both ways."""
+    Keys ``pw1.conv``, ``pw1.norm``, ``dw.conv``, ``pw2``.  Maps ``(B, C, H, W)``."""
 
     def __init__(self, dim: int, act: str = "gelu"):
         super().__init__()
-        self.pw1 = ConvNormAct(dim, dim, 1, norm="bn")                  # BN folds in here
+        self.pw1 = ConvNormAct(dim, dim, 1, norm="bn")             # BN folds in here
         self.dw = ConvNormAct(dim, dim, 3, groups=dim, norm=None, act=act)
         self.pw2 = nn.Conv2d(dim, dim, 1)
 
@@ -160,8 +161,8 @@ class Block(nn.Module):
         self.norm1 = nn.BatchNorm2d(dim)
         self.attn = ConvolutionalAdditiveTokenMixer(dim, qkv_bias, drop)
         self.norm2 = nn.BatchNorm2d(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=partial(make_act, act), drop=drop,
-                       use_conv=True)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=partial(make_act, act),
+                       drop=drop, use_conv=True)
         self.drop_path = DropPath.make(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:       # (B, C, H, W)
@@ -170,7 +171,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))    # (B, C, H, W)
 
 
-# ----------------------------------------------------------------------------- the model
+# -------------------------------------------------------------------------- the model
 
 
 class CASViT(nn.Module):
@@ -223,7 +224,7 @@ class CASViT(nn.Module):
         stages, j = [], 0
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             down = (ConvNormAct(dims[i - 1], dim, 3, stride=2, norm="bn") if i > 0
-                    else nn.Identity())                              # (B, C_i, H_i, W_i)
+                    else nn.Identity())                          # (B, C_i, H_i, W_i)
             blocks = [Block(dim, mlp_ratio, drop_rate, dpr[j + k], act, qkv_bias)
                       for k in range(depth)]
             stages.append(Stage(down, blocks))
@@ -256,12 +257,12 @@ class CASViT(nn.Module):
         """BN, mean over positions, Linear: ``(B, C4, h, w) -> (B, num_classes)``.
 
         With the distillation head the logits are the mean of the two classifiers', in
-        training as in evaluation.  (The official model returns the tuple ``(cls, dist)``
-        in training mode and their mean in eval mode; a tuple would break the interface
-        every model here keeps, ``forward(x) -> (B, num_classes)``, and the training
-        loop built on it, and would make the output's type depend on the mode.)  A
-        distillation loss asks for both explicitly: ``return_dist=True`` gives
-        ``(cls, dist)``, each ``(B, num_classes)``."""
+        training as in evaluation.  (The official model returns the tuple
+        ``(cls, dist)`` in training mode and their mean in eval mode; a tuple would
+        break the interface every model here keeps, ``forward(x) -> (B, num_classes)``,
+        and the training loop built on it, and would make the output's type depend on
+        the mode.)  A distillation loss asks for both explicitly: ``return_dist=True``
+        gives ``(cls, dist)``, each ``(B, num_classes)``."""
         return self.head(x, pre_logits=pre_logits, return_dist=return_dist)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,7 +274,7 @@ class CASViT(nn.Module):
         self.num_classes = num_classes
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ------------------------------------------------------------------------ checkpoints
 
 
 _OFFICIAL = [  # (official key pattern, ours), applied in order; s: stage, b: block
@@ -315,10 +316,14 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
 
     >>> import torch
     >>> sd = {"network.2.0.attn.oper_k.0.block.3.weight": torch.zeros(1, 8, 1, 1),
-    ...       "network.3.proj.weight": torch.zeros(16, 8, 3, 3), "head.bias": torch.zeros(5)}
-    >>> sorted(convert_state_dict(sd, distillation=True))  # doctest: +NORMALIZE_WHITESPACE
-    ['head.fc.bias', 'head.fc_dist.bias', 'stages.1.blocks.0.attn.phi_k.spatial.gate.1.weight',
-     'stages.2.downsample.conv.weight']
+    ...       "network.3.proj.weight": torch.zeros(16, 8, 3, 3),
+    ...       "head.bias": torch.zeros(5)}
+    >>> for k in sorted(convert_state_dict(sd, distillation=True)):
+    ...     print(k)
+    head.fc.bias
+    head.fc_dist.bias
+    stages.1.blocks.0.attn.phi_k.spatial.gate.1.weight
+    stages.2.downsample.conv.weight
     """
     out = {}
     for k, v in state_dict.items():
@@ -346,7 +351,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
     return out
 
 
-# ----------------------------------------------------------------------------- variants
+# --------------------------------------------------------------------------- variants
 
 #: The official factories (``rcvit_xs`` ... ``rcvit_t``): channels and blocks per stage;
 #: MLP ratio 4 everywhere.
