@@ -16,7 +16,9 @@ from hirilib.measure import count_params, measure_latency
 from hirilib.models.cas_vit import VARIANTS, ConvolutionalAdditiveTokenMixer
 from hirilib.registry import create_model
 
-from . import suite
+from . import main_variants, suite
+
+main_variants("cas_vit", "cas_vit_xs", "cas_vit_m")
 
 BACKENDS = ("eager", "fused", "onnxruntime")
 

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from hirilib.layers import (ClassifierHead, ConvNormAct, DropPath, Mlp, Stage,
-                            check_image, check_model_args, check_positive_ints,
+from hirilib.layers import (ClassifierHead, ConvNormAct, DropPath, HierarchicalBackbone,
+                            Mlp, Stage, check_model_args, check_positive_ints,
                             check_rate, drop_path_schedule, make_act, trunc_normal_init)
 from hirilib.registry import register_model
 
@@ -174,7 +174,7 @@ class Block(nn.Module):
 # -------------------------------------------------------------------------- the model
 
 
-class CASViT(nn.Module):
+class CASViT(HierarchicalBackbone):
     """CAS-ViT (Sec. 3.3, Fig. 3): a stem of two stride-2 3x3 convs (each with BN and
     ReLU; 224 -> 56), four stages of ``Block`` s at strides 4, 8, 16, 32 with a stride-2
     3x3 conv + BN (no activation) before stages 2-4, and a BN, mean, Linear head.
@@ -192,11 +192,14 @@ class CASViT(nn.Module):
         act: the activation of the local integration and the MLP.
 
     Only the linear layers are initialised (truncated normal, std .02, bias 0); convs
-    keep PyTorch's default initialisation, as in the official code.
+    keep PyTorch's default initialisation, as in the official code.  The interface
+    (``forward_pyramid``, ``forward_features``, ``check_input`` ...) comes from
+    ``HierarchicalBackbone``.
     """
 
     #: the padded stride-2 convs round sizes up (ceil(H / 2)), so any size works
     size_multiple = min_input_size = 1
+    size_reason = "padded stride-2 convolutions, which round sizes up"
 
     def __init__(self, depths: Sequence[int] = (2, 2, 4, 2),
                  dims: Sequence[int] = (48, 56, 112, 220), mlp_ratio: float = 4.0,
@@ -234,24 +237,6 @@ class CASViT(nn.Module):
                                    distillation=distillation)
         self.apply(partial(trunc_normal_init, convs=False))  # Linear only, as released
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Any floating-point ``(B, in_chans, H, W)``: every downsampling is a padded
-        stride-2 conv, which rounds the size up."""
-        check_image(x, self.in_chans, multiple=1, min_size=1, name="CAS-ViT")
-
-    def forward_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs ``(B, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2)))``."""
-        self.check_input(x)
-        x = self.stem(x)                                     # (B, C1, H/4, W/4)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
-        return self.forward_pyramid(x)[-1]                         # (B, C4, H/32, W/32)
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False,
                      return_dist: bool = False):
         """BN, mean over positions, Linear: ``(B, C4, h, w) -> (B, num_classes)``.
@@ -264,14 +249,6 @@ class CASViT(nn.Module):
         the mode.)  A distillation loss asks for both explicitly: ``return_dist=True``
         gives ``(cls, dist)``, each ``(B, num_classes)``."""
         return self.head(x, pre_logits=pre_logits, return_dist=return_dist)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Fresh classifiers (both, with distillation) for ``num_classes`` classes."""
-        self.head.reset(num_classes)
-        self.num_classes = num_classes
 
 
 # ------------------------------------------------------------------------ checkpoints
