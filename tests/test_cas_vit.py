@@ -10,7 +10,7 @@ is the convention of these comparisons (``bn_flop_handle(4)``); today's fvcore, 
 default count, charge 2 (0.554 / 0.923 / 1.874 / 3.579 G).  The paper's figure for T
 could not be retrieved; the architecture gives 3.597 G, compared with "about 3.6".
 
-Equivalence: ``fixtures/cas_vit_official_small.npz`` holds the official ``RCViT``'s
+Equivalence: ``data/cas_vit_official_small.npz`` holds the official ``RCViT``'s
 state dict (random weights and BN statistics) and its outputs; loaded through
 ``convert_state_dict``, ours must give the same outputs (fp32, 1e-5).
 """
@@ -33,7 +33,7 @@ from hirilib.models.cas_vit import (VARIANTS, CASViT, ConvolutionalAdditiveToken
                                     convert_state_dict)
 from hirilib.reference import CAS_VIT, CAS_VIT_BN_PER_ELEMENT, CAS_VIT_T_GFLOPS_ARCH
 
-FIXTURE = Path(__file__).parent / "fixtures" / "cas_vit_official_small.npz"
+FIXTURE = Path(__file__).parent / "data" / "cas_vit_official_small.npz"
 PARAM_TOL, FLOP_TOL = 0.005, 0.03
 OFFICIAL_RTOL = 1e-5   # fp32, the same operations (relative to max(1, largest value))
 FUSE_RTOL = 1e-5       # fp32: folded weights round differently (relative to max|logit|)

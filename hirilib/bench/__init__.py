@@ -61,5 +61,6 @@ def run_suite(name: str, device: str | torch.device | None = None, quick: bool |
 
 
 # The suites, one file per family (importing them registers them).
-from . import attention, cas_vit, convnext, hire_mlp, pvt_v2  # noqa: E402,F401  (the families)
+# the families
+from . import attention, cas_vit, convnext, hire_mlp, pvt_v2  # noqa: E402,F401
 from . import models, vs_timm  # noqa: E402,F401  (across families: import them last)
