@@ -193,7 +193,7 @@ def _require(module: str):
     except ImportError:
         raise OnnxUnavailable(f"{module} is not installed here; install it with "
                               f"`{ONNX_INSTALL}` (in a notebook: %pip install onnx "
-                              f"onnxruntime), then restart the kernel") from None
+                              f"onnxruntime), then run the cell again") from None
 
 
 def onnx_available() -> bool:
