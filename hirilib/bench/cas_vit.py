@@ -120,7 +120,7 @@ def bench_cas_vit(device: str | torch.device = "cuda",
     Records carry ``kind`` ("model" / "mixer") and ``measure_latency``'s fields (fp32,
     NCHW, no ``torch.compile``).  ``quick`` shrinks runs and sizes for a CPU.
     """
-    warmup, runs = (1, 5) if quick else (10, 50)
+    warmup, runs = (2, 10) if quick else (10, 50)
     names = ["cas_vit_xs", "cas_vit_m"] if quick else list(VARIANTS)
     records = []
     for name in names:
