@@ -185,3 +185,35 @@ WAVE_VIT = {
 }
 WAVE_VIT_SOURCE = ("YehLi/ImageNetModel: classification/wavevit.py (wavevit_s) and "
                    "classification/README.md (22.7 M, 4.7 GFLOPs at 224)")
+
+# ============================================================================= CAS-ViT
+
+#: CAS-ViT (Zhang et al., arXiv 2408.03703).  ``params_m``: the model zoo's
+#: (``Tianfang-Zhang/CAS-ViT`` MODEL_ZOO.md), which count the distillation head;
+#: ``params_one_head_m``: the same networks without it (the official code, counted);
+#: ``gflops``: the v1 paper's G multiply-accumulates at 224, as fvcore counted them
+#: then (BatchNorm at 4 per element), read from iFormer's Table 18, which copies them;
+#: for T the paper's figure could not be retrieved (None; the architecture gives about
+#: 3.6).  ``top1_v1``: the model zoo before its 13 Dec 2024 update (commit 041d2d6,
+#: "update new metrics"); ``top1_v2``: the zoo after it, which gives two numbers per
+#: model without saying what separates them (the v2 abstract quotes the second for M
+#: and T).  ``iphone_ms``: iFormer's Table 18 (third-party); the paper's own GPU, ONNX
+#: and iPhone throughputs could not be retrieved.
+CAS_VIT: Dict[str, Dict[str, Any]] = {
+    "cas_vit_xs": dict(params_m=3.20, params_one_head_m=2.98, gflops=0.56, top1_v1=77.5,
+                       top1_v2=(78.3, 78.7), iphone_ms=0.85),
+    "cas_vit_s": dict(params_m=5.76, params_one_head_m=5.51, gflops=0.93, top1_v1=80.2,
+                      top1_v2=(80.9, 81.1), iphone_ms=1.82),
+    "cas_vit_m": dict(params_m=12.42, params_one_head_m=12.04, gflops=1.89,
+                      top1_v1=81.4, top1_v2=(82.8, 83.0), iphone_ms=2.46),
+    "cas_vit_t": dict(params_m=21.76, params_one_head_m=21.25, gflops=None,
+                      top1_v1=82.3, top1_v2=(83.9, 84.1), iphone_ms=None),
+}
+#: GMACs the architecture gives for T at 224 with BN at 4 per element (the paper's own
+#: figure was not retrievable), and the BN convention of the published GFLOPs.
+CAS_VIT_T_GFLOPS_ARCH = 3.6
+CAS_VIT_BN_PER_ELEMENT = 4
+CAS_VIT_SOURCE = ("params: Tianfang-Zhang/CAS-ViT MODEL_ZOO.md (with the distillation "
+                  "head); GFLOPs: the v1 paper via iFormer Table 18 (T not "
+                  "retrievable); top-1: MODEL_ZOO.md before (v1) and after (v2) commit "
+                  "041d2d6")

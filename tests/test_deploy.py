@@ -106,3 +106,29 @@ def test_mlp_declares_its_batchnorm_pre_norm():
         want = mlp(x)
         got = fuse_bn(mlp)(x)
     assert (got - want).abs().max().item() < TOL * max(1.0, want.abs().max().item())
+
+
+def test_a_batchnorm_before_two_classifiers_folds_into_both():
+    """A BN head with a distillation classifier: the BN folds into ``fc`` and
+    ``fc_dist`` (both read the same pooled vector); the mean logits are unchanged."""
+    head = ClassifierHead(16, 5, norm="bn", norm_first=True, distillation=True)
+    head = _random_bn_stats_(head)
+    x = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        want = head(x)
+        fused = fuse_bn(head)
+        got = fused(x)
+        cls, dist = fused(x, return_dist=True)
+    assert count_batchnorms(fused) == 0
+    assert (got - want).abs().max().item() < TOL * max(1.0, want.abs().max().item())
+    assert torch.allclose((cls + dist) / 2, got)
+
+
+def test_onnx_helpers_say_what_to_install_without_onnxruntime(monkeypatch, tmp_path):
+    import sys
+
+    from hirilib import deploy
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    with pytest.raises(deploy.OnnxUnavailable, match=r"pip install onnx onnxruntime"):
+        deploy.onnx_session(tmp_path / "missing.onnx")

@@ -4,10 +4,12 @@ These are written from the equations alone, independently of the modules, so tha
 ``hirilib.measure.count_flops`` (which traces the modules) can be checked against
 them; ``conventions`` says how they count.  One module per subject: ``layers``
 (attention and the FFNs, chapter 1), ``pvt_v2`` (chapter 2), ``convnext`` (chapter 3),
-``hire_mlp`` (chapter 4),
+``hire_mlp`` (chapter 4), ``cas_vit`` (chapter 5),
 ``hiri_vit`` (chapter 6: every block of HIRI-ViT and any ``HIRIViT`` configuration).
 """
 
+from .cas_vit import (catm_macs, catm_params, cas_vit_macs, cas_vit_params,
+                      cas_vit_stage_sizes)
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
 from .convnext import conv_cost, convnext_block_macs
 from .hire_mlp import (hire_block_macs, hire_block_params, hire_mlp_macs, hire_mlp_params,
@@ -22,4 +24,5 @@ __all__ = [
     "convnext_block_macs", "conv_cost", "hire_mlp_params", "hire_mlp_macs",
     "hire_mlp_stage_sizes", "hire_mlp_token_mixer_macs", "hire_module_params",
     "hire_module_macs", "hire_block_params", "hire_block_macs",
+    "catm_macs", "catm_params", "cas_vit_params", "cas_vit_macs", "cas_vit_stage_sizes",
 ]

@@ -12,6 +12,7 @@ A suite is a function ``(device, quick) -> list of records``, registered with
     pvt_v2      chapter 2: PVTv2-B2 with SRA, linear SRA and full attention
     convnext    chapter 3: the roadmap steps, the variants, depthwise vs dense convs
     hire_mlp    chapter 4: the Hire-MLP variants against the input size
+    cas_vit     chapter 5: eager vs BN-fused vs ONNX Runtime; CATM vs attention by size
     hiri_vit    chapter 6: GFLOPs, latency and memory against the input resolution;
                 BN vs LN in the CFFN, and BN folded
     models      chapter 7: every family's main variants over resolutions and settings
@@ -62,5 +63,5 @@ def run_suite(name: str, device: str | torch.device | None = None, quick: bool |
 
 
 # The suites, one file per family (importing them registers them).
-from . import attention, convnext, hire_mlp, hiri_vit, pvt_v2  # noqa: E402,F401  (the families)
+from . import attention, cas_vit, convnext, hire_mlp, hiri_vit, pvt_v2  # noqa: E402,F401  (the families)
 from . import models, vs_timm  # noqa: E402,F401  (across families: import them last)

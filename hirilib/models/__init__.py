@@ -6,6 +6,7 @@ published numbers live in ``hirilib.reference``, closed-form costs in
 ``hirilib.analytic``, timings in ``hirilib.bench``.
 """
 
-from . import convnext, convnext_roadmap, hire_mlp, hiri_vit, pvt_v2  # noqa: F401  (registers them)
+# importing a file registers its variants
+from . import cas_vit, convnext, convnext_roadmap, hire_mlp, hiri_vit, pvt_v2  # noqa: F401
 
-__all__ = ["convnext", "convnext_roadmap", "hire_mlp", "hiri_vit", "pvt_v2"]
+__all__ = ["cas_vit", "convnext", "convnext_roadmap", "hire_mlp", "hiri_vit", "pvt_v2"]
