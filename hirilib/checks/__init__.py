@@ -62,7 +62,7 @@ def register(*exercises: Exercise) -> None:
 
 def all_exercises() -> List[Exercise]:
     """Every registered exercise, in chapter order."""
-    from . import attention, convnext, pvt_v2  # noqa: F401  (registers them)
+    from . import attention, convnext, pvt_v2, train  # noqa: F401  (registers them)
 
     return sorted(EXERCISES.values(), key=lambda e: (e.chapter, e.number, e.name))
 
