@@ -142,11 +142,47 @@ def local_source(path: str | os.PathLike) -> Source:
     return Source("local", str(folder), files, "local:" + "|".join(parts))
 
 
+#: Imagenette's split sizes, which ``'synthetic'`` data copy
+SYNTHETIC_SIZES = {"train": 9469, "validation": 3925}
+
+
 def resolve_source(data: str) -> Source:
-    """``'imagenette'`` (the Hub, 160 px), ``'imagenette:320px'``, or a local folder."""
+    """``'imagenette'`` (the Hub, 160 px), ``'imagenette:320px'``, ``'synthetic'``
+    (random pixels in Imagenette's numbers, for benchmarks), or a local folder."""
     if data == "imagenette" or data.startswith("imagenette:"):
         return hub_source(data.partition(":")[2] or "160px")
+    if data == "synthetic":
+        return Source("synthetic", "synthetic (random pixels)", {}, "synthetic")
     return local_source(data)
+
+
+def synthetic_data(size: int, train_subset: Optional[int] = None,
+                   val_subset: Optional[int] = None, num_classes: int = 10) -> "ImageData":
+    """Random uint8 images as many as Imagenette has (or the subsets): what the input
+    pipeline and the training step cost does not depend on the pixels."""
+    g = torch.Generator().manual_seed(0)
+    n_t = min(train_subset or SYNTHETIC_SIZES["train"], SYNTHETIC_SIZES["train"])
+    n_v = min(val_subset or SYNTHETIC_SIZES["validation"], SYNTHETIC_SIZES["validation"])
+
+    def images(n):
+        return torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+
+    return ImageData(images(n_t), torch.arange(n_t) % num_classes, images(n_v),
+                     torch.arange(n_v) % num_classes,
+                     [f"class {i}" for i in range(num_classes)], "synthetic", size)
+
+
+def find_imagenette() -> Optional[Path]:
+    """A local copy of Imagenette in the Hub's schema, if this machine has one:
+    ``$HIRILIB_IMAGENETTE``, else ``data/imagenette-128`` or ``../shared/data/
+    imagenette-128`` beside the repository (the book's own checkout), else None."""
+    root = Path(__file__).resolve().parents[1]
+    candidates = [os.environ.get("HIRILIB_IMAGENETTE"), root / "data" / "imagenette-128",
+                  root.parent / "shared" / "data" / "imagenette-128"]
+    for c in candidates:
+        if c and (Path(c) / "train").is_dir() and (Path(c) / "validation").is_dir():
+            return Path(c)
+    return None
 
 
 def hub_unreachable_message(source: Source, why: str) -> str:
@@ -416,6 +452,8 @@ def load_data(
             raise DataError(f"{name} must be a positive integer, got {v!r}")
     t0 = time.perf_counter()
     source = resolve_source(data)
+    if source.kind == "synthetic":
+        return synthetic_data(size, train_subset, val_subset)
     path = cache_path(source, size, train_subset, val_subset, cache_dir)
     if path.is_file():
         try:

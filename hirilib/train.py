@@ -824,6 +824,53 @@ def read_log(path) -> List[Dict[str, Any]]:
     ]
 
 
+def find_run_logs(prefix: str = "train_") -> Dict[str, Path]:
+    """The run logs committed under ``book/results/`` (``<prefix>*.jsonl``), by name,
+    seen from the repository root or from ``chapters/``."""
+    for base in (Path("book/results"), Path("../book/results")):
+        found = sorted(base.glob(f"{prefix}*.jsonl"))
+        if found:
+            return {p.stem: p for p in found}
+    return {}
+
+
+def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What the book reports from a run's log: the device, the recipe, the per-epoch
+    metrics, and the training step's throughput against its FLOPs bound.
+
+    A training step costs about 3 forward passes (the backward pass is about twice the
+    forward), plus one more for the teacher with EMA distillation; the bound is the
+    device's measured matmul rate divided by that.  Step records after the first
+    (which holds start-up and warm-up) give the median images/s and data-wait fraction.
+    """
+    import statistics
+
+    start = next(r for r in records if r["type"] == "start")
+    cfg = start["config"]
+    steps = [r for r in records if r["type"] == "step"][1:] or \
+        [r for r in records if r["type"] == "step"]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    gmacs = start["model"]["gmacs_per_image"]
+    passes = 4 if cfg["distill"] else 3
+    img_s = statistics.median(r["img_s"] for r in steps) if steps else None
+    out = {"device": start["device"], "device_type": start["device_type"],
+           "torch": start["torch"], "date": start["date"], "command": start["command"],
+           "model": cfg["model"], "res": cfg["res"], "batch_size": cfg["batch_size"],
+           "epochs_planned": cfg["epochs"], "distill": cfg["distill"], "ema": cfg["ema"],
+           "amp": start["amp"], "world_size": start["world_size"],
+           "params": start["model"]["params"], "gmacs_per_image": gmacs,
+           "epochs": epochs, "img_s": img_s,
+           "data_wait": statistics.median(r["data_wait"] for r in steps) if steps else None,
+           "peak_macs_per_s": start["peak_macs_per_s"],
+           "wall_seconds": max((r.get("time", 0) for r in records), default=0)}
+    if gmacs and img_s:
+        train_macs = passes * gmacs * 1e9
+        out.update(train_macs_per_image=train_macs, achieved_macs_per_s=img_s * train_macs,
+                   fraction_of_peak=img_s * train_macs / start["peak_macs_per_s"],
+                   bound_img_s=start["peak_macs_per_s"] / train_macs)
+    return out
+
+
 # =========================================================================== evaluation
 
 

@@ -11,6 +11,7 @@ A suite is a function ``(device, quick) -> list of records``, registered with
     attention   chapter 1: one attention / FFN layer against the map size
     pvt_v2      chapter 2: PVTv2-B2 with SRA, linear SRA and full attention
     convnext    chapter 3: the roadmap steps, the variants, depthwise vs dense convs
+    train       chapter 8: the data side and the training step, images/s and data wait
 """
 
 from __future__ import annotations
@@ -45,4 +46,4 @@ def run_suite(name: str, device: str | torch.device | None = None, quick: bool |
 
 
 # The suites, one file per family (importing them registers them).
-from . import attention, convnext, pvt_v2  # noqa: E402,F401
+from . import attention, convnext, pvt_v2, train  # noqa: E402,F401
