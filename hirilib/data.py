@@ -35,6 +35,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,20 +157,32 @@ def resolve_source(data: str) -> Source:
     return local_source(data)
 
 
-def synthetic_data(size: int, train_subset: Optional[int] = None,
-                   val_subset: Optional[int] = None, num_classes: int = 10) -> "ImageData":
+def synthetic_data(
+    size: int,
+    train_subset: Optional[int] = None,
+    val_subset: Optional[int] = None,
+    num_classes: int = 10,
+) -> "ImageData":
     """Random uint8 images as many as Imagenette has (or the subsets): what the input
     pipeline and the training step cost does not depend on the pixels."""
     g = torch.Generator().manual_seed(0)
     n_t = min(train_subset or SYNTHETIC_SIZES["train"], SYNTHETIC_SIZES["train"])
-    n_v = min(val_subset or SYNTHETIC_SIZES["validation"], SYNTHETIC_SIZES["validation"])
+    n_v = min(
+        val_subset or SYNTHETIC_SIZES["validation"], SYNTHETIC_SIZES["validation"]
+    )
 
     def images(n):
         return torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
 
-    return ImageData(images(n_t), torch.arange(n_t) % num_classes, images(n_v),
-                     torch.arange(n_v) % num_classes,
-                     [f"class {i}" for i in range(num_classes)], "synthetic", size)
+    return ImageData(
+        images(n_t),
+        torch.arange(n_t) % num_classes,
+        images(n_v),
+        torch.arange(n_v) % num_classes,
+        [f"class {i}" for i in range(num_classes)],
+        "synthetic",
+        size,
+    )
 
 
 def find_imagenette() -> Optional[Path]:
@@ -177,8 +190,11 @@ def find_imagenette() -> Optional[Path]:
     ``$HIRILIB_IMAGENETTE``, else ``data/imagenette-128`` or ``../shared/data/
     imagenette-128`` beside the repository (the book's own checkout), else None."""
     root = Path(__file__).resolve().parents[1]
-    candidates = [os.environ.get("HIRILIB_IMAGENETTE"), root / "data" / "imagenette-128",
-                  root.parent / "shared" / "data" / "imagenette-128"]
+    candidates = [
+        os.environ.get("HIRILIB_IMAGENETTE"),
+        root / "data" / "imagenette-128",
+        root.parent / "shared" / "data" / "imagenette-128",
+    ]
     for c in candidates:
         if c and (Path(c) / "train").is_dir() and (Path(c) / "validation").is_dir():
             return Path(c)
@@ -199,6 +215,30 @@ def hub_unreachable_message(source: Source, why: str) -> str:
 
 
 # ----------------------------------------------------------------------------- decoding
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar that suits where the code runs: on a terminal, tqdm's text
+    bar on stderr; in a notebook, the widget bar where ipywidgets is installed (Colab,
+    Jupyter), else a text bar on stdout that redraws at most every 10 s (a built book's
+    pages keep a notebook's stderr out, and its build treats stderr as a warning)."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+
+            return tqdm(iterable, **kwargs)
+        except ImportError:
+            from tqdm import tqdm
+
+            kwargs.setdefault("mininterval", 10.0)
+            kwargs.pop("dynamic_ncols", None)
+            return tqdm(iterable, file=sys.stdout, ncols=88, **kwargs)
+    from tqdm import tqdm
+
+    return tqdm(iterable, **kwargs)
 
 
 def decode_resize(data: bytes, size: int) -> torch.Tensor:
@@ -237,7 +277,9 @@ def _read_split(source: Source, split: str, limit: Optional[int]):
     """(list of encoded images, labels, class names) of one split."""
     files = list(source.files[split])
     try:
-        import datasets
+        with warnings.catch_warnings():  # tqdm's "IProgress not found" in a notebook
+            warnings.simplefilter("ignore")
+            import datasets
     except ImportError:
         datasets = None
     if datasets is None and source.kind == "hub":
@@ -285,8 +327,6 @@ def decode_split(
 
     PIL releases the GIL while it decodes, so a thread pool uses every core.
     """
-    from tqdm.auto import tqdm
-
     blobs, labels, names = _read_split(source, split, limit)
     if not blobs:
         raise DataError(f"{source.name}: the {split} split is empty")
@@ -303,7 +343,7 @@ def decode_split(
 
     with ThreadPoolExecutor(workers) as pool:
         list(
-            tqdm(
+            progress_bar(
                 pool.map(work, range(len(blobs))),
                 total=len(blobs),
                 disable=not progress,

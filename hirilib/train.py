@@ -847,27 +847,45 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
     start = next(r for r in records if r["type"] == "start")
     cfg = start["config"]
-    steps = [r for r in records if r["type"] == "step"][1:] or \
-        [r for r in records if r["type"] == "step"]
+    steps = [r for r in records if r["type"] == "step"][1:] or [
+        r for r in records if r["type"] == "step"
+    ]
     epochs = [r for r in records if r["type"] == "epoch"]
     gmacs = start["model"]["gmacs_per_image"]
     passes = 4 if cfg["distill"] else 3
     img_s = statistics.median(r["img_s"] for r in steps) if steps else None
-    out = {"device": start["device"], "device_type": start["device_type"],
-           "torch": start["torch"], "date": start["date"], "command": start["command"],
-           "model": cfg["model"], "res": cfg["res"], "batch_size": cfg["batch_size"],
-           "epochs_planned": cfg["epochs"], "distill": cfg["distill"], "ema": cfg["ema"],
-           "amp": start["amp"], "world_size": start["world_size"],
-           "params": start["model"]["params"], "gmacs_per_image": gmacs,
-           "epochs": epochs, "img_s": img_s,
-           "data_wait": statistics.median(r["data_wait"] for r in steps) if steps else None,
-           "peak_macs_per_s": start["peak_macs_per_s"],
-           "wall_seconds": max((r.get("time", 0) for r in records), default=0)}
+    out = {
+        "device": start["device"],
+        "device_type": start["device_type"],
+        "torch": start["torch"],
+        "date": start["date"],
+        "command": start["command"],
+        "model": cfg["model"],
+        "res": cfg["res"],
+        "batch_size": cfg["batch_size"],
+        "epochs_planned": cfg["epochs"],
+        "distill": cfg["distill"],
+        "ema": cfg["ema"],
+        "amp": start["amp"],
+        "world_size": start["world_size"],
+        "params": start["model"]["params"],
+        "gmacs_per_image": gmacs,
+        "epochs": epochs,
+        "img_s": img_s,
+        "data_wait": (
+            statistics.median(r["data_wait"] for r in steps) if steps else None
+        ),
+        "peak_macs_per_s": start["peak_macs_per_s"],
+        "wall_seconds": max((r.get("time", 0) for r in records), default=0),
+    }
     if gmacs and img_s:
         train_macs = passes * gmacs * 1e9
-        out.update(train_macs_per_image=train_macs, achieved_macs_per_s=img_s * train_macs,
-                   fraction_of_peak=img_s * train_macs / start["peak_macs_per_s"],
-                   bound_img_s=start["peak_macs_per_s"] / train_macs)
+        out.update(
+            train_macs_per_image=train_macs,
+            achieved_macs_per_s=img_s * train_macs,
+            fraction_of_peak=img_s * train_macs / start["peak_macs_per_s"],
+            bound_img_s=start["peak_macs_per_s"] / train_macs,
+        )
     return out
 
 
@@ -1068,10 +1086,14 @@ def train(
     cfg: TrainConfig | Dict[str, Any], command: Optional[str] = None
 ) -> RunResult:
     """Run (or resume) the training ``cfg`` describes; see the module's docstring."""
-    from tqdm.auto import tqdm
-
     import hirilib
-    from hirilib.data import BatchAugment, epoch_order, fits_on_device, load_data
+    from hirilib.data import (
+        BatchAugment,
+        epoch_order,
+        fits_on_device,
+        load_data,
+        progress_bar,
+    )
 
     if isinstance(cfg, dict):
         cfg = resolve_config(**cfg)
@@ -1226,7 +1248,8 @@ def train(
 
     # -- the loop
     timer = _Timer(device)
-    bar = tqdm(
+    bar = progress_bar(
+        desc=f"epoch {start_step // steps_per_epoch + 1}/{cfg.epochs}",
         total=total_steps,
         initial=start_step,
         disable=not (cfg.progress and dist.main),
@@ -1331,7 +1354,10 @@ def train(
                 rec["grad_scale"] = scaler.get_scale()
             log.write(rec)
             bar.set_postfix(
-                loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.1f}", img_s=f"{img_s:.0f}"
+                loss=f"{rec['loss']:.3f}",
+                acc=f"{rec['acc']:.1f}",
+                img_s=f"{img_s:.0f}",
+                refresh=False,
             )
             win = {"loss": 0.0, "acc": 0.0, "n": 0, "t": time.perf_counter()}
         t_pause = time.perf_counter()  # evaluation and checkpoints: not steps
@@ -1386,10 +1412,10 @@ def train(
                 ema_s = (
                     f", EMA {metrics['ema_val_top1']:.2f}%" if ema is not None else ""
                 )
-                tqdm.write(
+                bar.write(
                     f"epoch {epoch + 1}/{cfg.epochs}: val top-1 "
                     f"{metrics['val_top1']:.2f}%{ema_s} ({metrics['img_s']:.0f} img/s)",
-                    file=sys.stderr,
+                    file=bar.fp if hasattr(bar, "fp") else sys.stdout,
                 )
             ep = {
                 "loss": 0.0,

@@ -618,3 +618,43 @@ def test_a_few_steps_on_imagenette(cache_dir, tmp_path):
     assert [r["step"] for r in log if r["type"] == "step"] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) for r in log if r["type"] == "step")
     assert log[-2]["type"] == "epoch" and 0 <= log[-2]["val_top1"] <= 100
+
+
+# -------------------------------------------------------------------------- logs, bench
+
+RESULTS = sorted((ROOT / "book" / "results").glob("train_*.jsonl"))
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)
+def test_committed_logs_have_what_the_chapter_reads(path):
+    """The committed runs: a start record naming the device, the versions, the command
+    and the resolved recipe; step and epoch records with the fields chapter 8 plots."""
+    records = T.read_log(path)
+    start = records[0]
+    assert start["type"] == "start" and start["device"] and start["torch"]
+    assert start["command"].startswith("python -m hirilib train")
+    assert set(start["config"]) >= set(T.TrainConfig().recipe_fields())
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, start["config"]["epochs"] + 1))
+    for e in epochs:
+        assert 0 <= e["val_top1"] <= e["val_top5"] <= 100 and "ema_val_top1" in e
+    assert records[-1]["type"] == "end"
+    s = T.log_summary(records)
+    assert s["img_s"] > 0 and 0 <= s["data_wait"] < 1 and 0 < s["fraction_of_peak"] < 1
+    if start["device_type"] == "cpu":
+        assert "_cpu_" in path.name, "a CPU run's log must say so in its name"
+
+
+def test_the_bench_suite_measures_the_real_step():
+    from hirilib.bench import train as bench
+
+    data = bench.data_throughput(32, 8, 2, torch.device("cpu"), n=32)
+    assert data["kind"] == "data" and data["images_per_s"] > 0
+    step = bench.step_throughput(
+        "pvt_v2_b0", TINY_KWARGS, 32, 8, 3, torch.device("cpu"), distill=True
+    )
+    assert step["kind"] == "step" and step["img_s"] > 0 and 0 <= step["data_wait"] < 1
+    assert step["train_macs_per_image"] == pytest.approx(4e9 * step["gmacs_per_image"])
+    assert step["bound_img_s"] == pytest.approx(
+        step["peak_macs_per_s"] / step["train_macs_per_image"]
+    )
