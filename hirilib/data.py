@@ -201,12 +201,15 @@ def find_imagenette() -> Optional[Path]:
     return None
 
 
-def hub_unreachable_message(source: Source, why: str) -> str:
-    """What to do when the Hub cannot be reached: one paragraph, one line."""
+def hub_unreachable_message(source: Source, why: str, reachable: bool = False) -> str:
+    """What to do when the Hub cannot be reached (or the download failed): one
+    paragraph, one line."""
     config = source.identity.rsplit("/", 1)[-1]
+    what = ("the download from the Hugging Face Hub failed" if reachable else
+            "the Hugging Face Hub is unreachable from this machine")
     return (
-        f"cannot load {source.name}: the Hugging Face Hub is unreachable from this "
-        f"machine ({why}) and no cached copy exists. Point --data at a folder of "
+        f"cannot load {source.name}: {what} ({why}) and no cached copy exists. "
+        "Point --data at a folder of "
         "Parquet files in the Hub's schema instead (train/*.parquet and "
         "validation/*.parquet with 'image' and 'label' columns), for example the "
         f"{config}/ folder of https://huggingface.co/datasets/{HUB_REPO}/tree/"
@@ -527,6 +530,7 @@ def load_data(
                 hub_unreachable_message(
                     source,
                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                    reachable=True,
                 )
             ) from None
         raise DataError(

@@ -1202,12 +1202,18 @@ def train(
         start_step, elapsed_before = int(ck["step"]), float(ck["elapsed"])
         log.truncate_after(start_step)
         del ck
-    if cfg.compile:
-        model.compile()
     net = model
+    if cfg.compile:  # in place where torch has Module.compile: the same state_dict keys
+        if hasattr(model, "compile"):
+            model.compile()
+        else:  # pragma: no cover - torch < 2.2
+            net = torch.compile(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        # depthwise kernels' gradients come back in another memory layout on a CPU: a
+        # performance note from DDP, not a problem
+        warnings.filterwarnings("ignore", message="Grad strides do not match")
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     aug = BatchAugment(
