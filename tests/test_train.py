@@ -93,6 +93,38 @@ def test_location_logits_apply_the_head_at_every_position(name, kwargs):
             torch.testing.assert_close(maps.mean((2, 3)), model(x), rtol=0, atol=1e-5)
 
 
+def _smallest_of_each_family():
+    from hirilib.measure import count_params
+    from hirilib.registry import get_entry
+
+    best = {}
+    for name in hirilib.list_models():
+        with torch.device("meta"):
+            n = count_params(hirilib.create_model(name))
+        fam = get_entry(name).family
+        if fam not in best or n < best[fam][1]:
+            best[fam] = (name, n)
+    return sorted(name for name, _ in best.values())
+
+
+@pytest.mark.parametrize("name", _smallest_of_each_family())
+def test_location_logits_work_for_every_family(name):
+    """Through the model interface alone, so every family registered later (HIRI-ViT)
+    is covered: the map of logits equals the head applied to each position."""
+    torch.manual_seed(0)
+    model = hirilib.create_model(name, num_classes=5).eval()
+    side = -(-max(64, model.min_input_size) // model.size_multiple) * model.size_multiple
+    x = torch.randn(1, 3, side, side)
+    with torch.no_grad():
+        maps = T.location_logits(model, x)
+        f = model.forward_features(x)
+        h, w = f.shape[-2:]
+        assert maps.shape == (1, 5, h, w)
+        for i, j in [(0, 0), (h - 1, w - 1)]:
+            one = model.forward_head(f[:, :, i : i + 1, j : j + 1])
+            torch.testing.assert_close(maps[:, :, i, j], one, rtol=0, atol=1e-5)
+
+
 def test_location_logits_with_a_batchnorm_head_in_eval():
     from hirilib.layers import ClassifierHead
 
