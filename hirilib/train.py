@@ -864,6 +864,7 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         "res": cfg["res"],
         "batch_size": cfg["batch_size"],
         "epochs_planned": cfg["epochs"],
+        "seed": cfg["seed"],
         "distill": cfg["distill"],
         "ema": cfg["ema"],
         "amp": start["amp"],
@@ -911,9 +912,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     idx = torch.arange(dist.rank, labels.numel(), dist.world)
-    sums = torch.zeros(
-        4, dtype=torch.float64, device=dist.device
-    )  # loss, top1, top5, n
+    # sums of the loss, top-1 hits, top-5 hits, images
+    sums = torch.zeros(4, dtype=torch.float64, device=dist.device)
     for i in range(0, idx.numel(), batch_size):
         j = idx[i : i + batch_size]
         x = eval_images(images[j.to(images.device)], res, dist.device, channels_last)
@@ -1156,9 +1156,7 @@ def train(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
-    torch.manual_seed(
-        cfg.seed * 1000 + dist.rank + 1
-    )  # drop-path masks differ per rank
+    torch.manual_seed(cfg.seed * 1000 + dist.rank + 1)  # drop-path masks: per rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -1169,9 +1167,7 @@ def train(
     start_step, elapsed_before = 0, 0.0
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(
-            f".{CHECKPOINT_NAME}.*.tmp"
-        ):  # a write a kill interrupted
+        for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # a write cut by a kill
             stale.unlink(missing_ok=True)
     if cfg.resume:
         ck = load_checkpoint(ckpt_path)
@@ -1279,7 +1275,7 @@ def train(
         epoch, i = divmod(step, steps_per_epoch)
         if order_epoch != epoch:
             order, order_epoch = epoch_order(cfg.seed, epoch, n_train), epoch
-            bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+            bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}", refresh=False)
         t0 = timer.mark()
         batch = aug(
             order[i * cfg.batch_size : (i + 1) * cfg.batch_size],
@@ -1296,9 +1292,8 @@ def train(
             target = batch.target
             if cfg.distill:
                 with torch.no_grad():
-                    p_a = (
-                        location_logits(ema, batch.x_a).float().softmax(1)
-                    )  # (B,K,h,w)
+                    # the teacher's class probabilities at every position: (B, K, h, w)
+                    p_a = location_logits(ema, batch.x_a).float().softmax(1)
                     if batch.partner_is_flip:
                         p_b = p_a.flip(0)
                     else:  # the partners live on other ranks: gather, reverse, slice

@@ -134,9 +134,8 @@ def test_cutmix_mask_and_lambda_agree(lam, cy, cx):
         and 0 < cx - 16 * (1 - lam) ** 0.5
         and cx + 16 * (1 - lam) ** 0.5 < 32
     ):
-        assert got == pytest.approx(
-            lam, abs=0.08
-        )  # unclipped: close to the drawn lambda
+        # unclipped: close to the drawn lambda
+        assert got == pytest.approx(lam, abs=0.08)
 
 
 def test_mixed_batch_is_the_mask_applied(parquet_set, tmp_path):
