@@ -1,8 +1,10 @@
-"""Command line: ``python -m hirilib {list, summary, bench} ...``.
+"""Command line: ``python -m hirilib {list, summary, bench, train} ...``.
 
     python -m hirilib list 'pvt_v2*'
     python -m hirilib summary pvt_v2_b2 --resolution 224
     python -m hirilib bench attention --out book/results/attention.json
+    python -m hirilib train --model pvt_v2_b0 --data imagenette --res 128 --epochs 5 \
+        --batch-size 128 --out runs/pvt_v2_b0 [--distill] [--resume]
 
 Every argument is checked before any work starts; a mistake prints one line on
 stderr and exits with status 2 (no traceback).
@@ -163,7 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quick", action="store_true", help="small sizes, few runs")
     g.add_argument("--full", action="store_true", help="full sizes (default on a GPU)")
     s.set_defaults(fn=_cmd_bench)
+    s = sub.add_parser("train", help="train a model on an ImageNet subset (also under "
+                       "torchrun)", description=_train_doc())
+    _add_train_arguments(s)
+    s.set_defaults(fn=_cmd_train)
     return p
+
+
+def _train_doc() -> str:
+    from hirilib import train
+
+    return train.__doc__.split("\n\n")[0]
+
+
+def _add_train_arguments(parser) -> None:
+    from hirilib.train import add_train_arguments  # the flags live beside the loop
+
+    add_train_arguments(parser)
+
+
+def _cmd_train(args) -> int:
+    from hirilib.train import run_cli
+
+    return run_cli(args)
 
 
 def main(argv=None) -> int:

@@ -217,3 +217,25 @@ CAS_VIT_SOURCE = ("params: Tianfang-Zhang/CAS-ViT MODEL_ZOO.md (with the distill
                   "head); GFLOPs: the v1 paper via iFormer Table 18 (T not "
                   "retrievable); top-1: MODEL_ZOO.md before (v1) and after (v2) commit "
                   "041d2d6")
+
+
+# ============================================================================= Imagenette
+
+#: The fastai Imagenette leaderboard at 128 px (github.com/fastai/imagenette, README,
+#: "Imagenette Leaderboard"): top-1 (%) on imagenette2's 3,925 validation images after
+#: training from random weights for that many epochs, no test-time augmentation; CNNs
+#: (xresnet variants).  ``runs``: the number of runs averaged.  The 5-epoch record is
+#: the current entry; the README version at commit 0239486 lists the earlier one,
+#: kept in ``IMAGENETTE_128_EARLIER`` (the "85.8%" quoted in older notes).
+IMAGENETTE_128: Dict[int, Dict[str, Any]] = {
+    5: dict(top1=87.43, runs=5, entry="xresnet50 + MaxBlurPool, tuned hyperparameters"),
+    20: dict(top1=91.57, runs=5, entry="fastai2 train_imagenette.py 2020-01 + MaxBlurPool"),
+    80: dict(top1=93.55, runs=1, entry="fastai2 train_imagenette.py 2020-01"),
+    200: dict(top1=94.24, runs=1, entry="fastai2 train_imagenette.py 2020-01"),
+}
+IMAGENETTE_128_EARLIER: Dict[int, Dict[str, Any]] = {
+    5: dict(top1=85.77, runs=5, entry="fastai2 train_imagenette.py 2020-10 (mini net)"),
+}
+IMAGENETTE_SOURCE = ("fastai/imagenette README, Imagenette leaderboard, size 128 px "
+                     "(5 epochs: the current entry; 85.77% before it, README at commit "
+                     "0239486)")

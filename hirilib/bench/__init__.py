@@ -15,6 +15,7 @@ A suite is a function ``(device, quick) -> list of records``, registered with
     cas_vit     chapter 5: eager vs BN-fused vs ONNX Runtime; CATM vs attention by size
     hiri_vit    chapter 6: GFLOPs, latency and memory against the input resolution;
                 BN vs LN in the CFFN, and BN folded
+    train       chapter 8: the data side and the training step, images/s and data wait
     models      chapter 7: every family's main variants over resolutions and settings
     vs-timm     chapter 7: our models against timm's, interleaved, as ratios
 """
@@ -63,5 +64,5 @@ def run_suite(name: str, device: str | torch.device | None = None, quick: bool |
 
 
 # The suites, one file per family (importing them registers them).
-from . import attention, cas_vit, convnext, hire_mlp, hiri_vit, pvt_v2  # noqa: E402,F401  (the families)
+from . import attention, cas_vit, convnext, hire_mlp, hiri_vit, pvt_v2, train  # noqa: E402,F401
 from . import models, vs_timm  # noqa: E402,F401  (across families: import them last)
