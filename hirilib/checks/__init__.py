@@ -87,10 +87,12 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float =
     err = (got.detach().float() - want.float()).abs().max().item()
     if err < atol:
         return
-    for mistake, wrong in (mistakes or {}).items():
-        if wrong.shape == got.shape and (got.detach().float() - wrong.float()).abs().max() < atol:
-            raise CheckFailed(f"{what} differs (max abs difference {err:.2e}), and matches "
-                              f"what you get with {mistake}")
+    matches = [m for m, wrong in (mistakes or {}).items()
+               if wrong.shape == got.shape
+               and (got.detach().float() - wrong.float()).abs().max() < atol]
+    if matches:
+        raise CheckFailed(f"{what} differs (max abs difference {err:.2e}), and matches "
+                          f"what you get with {' or with '.join(matches)}")
     raise CheckFailed(f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}")
 
 
@@ -101,12 +103,26 @@ def assert_equal_count(got: int, want: int, what: str,
         raise CheckFailed(f"{what}: expected an integer, got {type(got).__name__} {got!r}")
     if got == want:
         return
-    for mistake, wrong in (mistakes or {}).items():
-        if got == wrong:
-            raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} (difference "
-                              f"{got - want:+,}): that is the count with {mistake}")
+    matches = [m for m, wrong in (mistakes or {}).items() if got == wrong]
+    if matches:
+        raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} (difference "
+                          f"{got - want:+,}): that is the count with "
+                          f"{' or with '.join(matches)}")
     raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} "
                       f"(difference {got - want:+,})")
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights, with norm scales and layer scales near 1, so that every parameter
+    matters in a comparison; returns the module in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            near_one = name.endswith("gamma") or (
+                p.ndim == 1 and "norm" in name and name.endswith("weight"))
+            p.copy_(1 + 0.1 * noise if near_one else 0.1 * noise)
+    return module.eval()
 
 
 def _one_line(e: BaseException) -> str:
