@@ -7,12 +7,12 @@ them; ``conventions`` says how they count.  One module per subject: ``layers``
 """
 
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
-from .convnext import conv_cost, convnext_block_macs
+from .convnext import conv_cost, convnext_block_macs, convnext_macs
 from .layers import ffn_macs, ffn_params, mha_macs, mha_params
 from .pvt_v2 import pvt_v2_attention_macs, pvt_v2_macs, pvt_v2_params, pvt_v2_stage_sizes
 
 __all__ = [
     "LN_PER_ELEMENT", "BN_PER_ELEMENT", "mha_macs", "mha_params", "ffn_macs", "ffn_params",
     "pvt_v2_params", "pvt_v2_macs", "pvt_v2_attention_macs", "pvt_v2_stage_sizes",
-    "convnext_block_macs", "conv_cost",
+    "convnext_block_macs", "convnext_macs", "conv_cost",
 ]

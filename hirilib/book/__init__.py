@@ -14,17 +14,54 @@ from __future__ import annotations
 from typing import Any
 
 
+class _Phrase(str):
+    """A string glued as prose: its plain-text form has no quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Store ``value`` under ``name`` for the book's prose (shown nowhere else)."""
+    """Store ``value`` under ``name`` for the book's prose (shown nowhere else).
+
+    A string is glued as a phrase, without quotes: prose whose wording depends on a
+    measurement is chosen by the code and glued (``{glue:text}`name```).
+    """
     try:
         from myst_nb import glue as _glue
     except ImportError:
         return
+    if isinstance(value, str):
+        value = _Phrase(value)
     _glue(name, value, display=display)
 
 
 #: The width of the book's code column: longer lines are cut off on the page.
 PAGE_COLUMNS = 88
+
+
+def fit(text: str, width: int = PAGE_COLUMNS) -> str:
+    """``text`` with every line longer than ``width`` wrapped, continuation lines indented
+    by four spaces more than the line they continue: printed output that fits the page.
+
+    >>> print(fit("ValueError: " + "a long message " * 7, width=40))
+    ValueError: a long message a long
+        message a long message a long
+        message a long message a long
+        message a long message
+    """
+    import textwrap
+
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        out.extend(textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "    ",
+                                 break_long_words=True, break_on_hyphens=False,
+                                 drop_whitespace=True) or [line])
+    return "\n".join(out)
 
 
 def show_source(obj: Any) -> Any:
@@ -62,7 +99,8 @@ def show_source(obj: Any) -> Any:
 def show_error(fn, *args, **kwargs) -> None:
     """Call ``fn(*args, **kwargs)``, which is expected to raise, and print the error as a
     reader should see it: its type and message, one line, no traceback through library
-    internals.  If nothing is raised, that is a bug in the page: ``AssertionError``.
+    internals, wrapped to the page's width.  If nothing is raised, that is a bug in the
+    page: ``AssertionError``.
 
     >>> show_error(int, "twelve")
     ValueError: invalid literal for int() with base 10: 'twelve'
@@ -70,7 +108,7 @@ def show_error(fn, *args, **kwargs) -> None:
     try:
         fn(*args, **kwargs)
     except Exception as e:  # the lesson: what the user sees
-        print(f"{type(e).__name__}: {e}")
+        print(fit(f"{type(e).__name__}: {e}"))
         return
     raise AssertionError(f"{getattr(fn, '__name__', fn)} was expected to raise, and did not")
 

@@ -16,7 +16,8 @@ sure they do).  From the command line, against a student's file::
 
 grades every exercise name the file defines (the names the exercises ask for) and
 takes the others from hirilib; the run's header says which came from where, and the
-run fails at once if the file defines none of them.
+run fails at once if the file defines none of them.  ``grade_module(path)`` grades a
+file from a script (an instructor's loop over submissions).
 """
 
 from __future__ import annotations
@@ -130,6 +131,31 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+def _verdict(ex: Exercise, implementation: Any):
+    """(True / False / None, the one-line message) for ``implementation`` of ``ex``."""
+    name = ex.name
+    try:
+        ex.check(implementation)
+    except NotImplementedError:
+        return None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
+    except AssertionError as e:  # CheckFailed, or an assert of the check
+        return False, f"[x] {name}: FAILED: {e}"
+    except Exception as e:  # the student's code raised: report it, do not crash the cell
+        return False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
+    return True, f"[v] {name}: passed"
+
+
+def grade_module(module: Any) -> List[tuple]:
+    """Grade every exercise name that ``module`` defines (a module, or the path of a
+    ``.py`` file): a list of ``(exercise, verdict, message)``, verdict True (passed),
+    False (failed) or None (not attempted), in chapter order.  For grading many
+    submissions in a script; nothing is printed."""
+    if isinstance(module, (str, os.PathLike)):
+        module = _load_file(Path(module))
+    return [(ex, *_verdict(ex, getattr(module, ex.name)))
+            for ex in all_exercises() if hasattr(module, ex.name)]
+
+
 def grade(name: str, implementation: Any, quiet: bool = False) -> Optional[bool]:
     """Check ``implementation`` against exercise ``name`` and print a verdict a student
     can act on.
@@ -142,18 +168,11 @@ def grade(name: str, implementation: Any, quiet: bool = False) -> Optional[bool]
     if name not in exercises:
         raise ValueError(f"no exercise named {name!r}; the exercises are "
                          f"{', '.join(sorted(exercises))}")
-    try:
-        exercises[name].check(implementation)
-    except NotImplementedError:
-        verdict, message = None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
-    except AssertionError as e:  # CheckFailed, or an assert of the check
-        verdict, message = False, f"[x] {name}: FAILED: {e}"
-    except Exception as e:  # the student's code raised: report it, do not crash the cell
-        verdict, message = False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
-    else:
-        verdict, message = True, f"[v] {name}: passed"
+    verdict, message = _verdict(exercises[name], implementation)
     if not quiet:
-        print(message)
+        from hirilib.book import fit
+
+        print(fit(message))  # wrapped to the page's width
     return verdict
 
 
@@ -169,15 +188,21 @@ def student_module():
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"HIRILIB_STUDENT points to {path}, which does not exist")
-        name = f"hirilib_student_{path.stem}"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
+        return _load_file(path)
     return importlib.import_module(target)
+
+
+def _load_file(path: Path):
+    """The module in the file ``path``, imported once."""
+    path = Path(path).expanduser().resolve()
+    name = f"hirilib_student_{path.stem}"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def implementation(name: str) -> Any:

@@ -41,6 +41,19 @@ def test_grade_reports_a_crash_in_one_line(capsys):
     assert "second line" not in out and "Traceback" not in out
 
 
+def test_grade_module_grades_the_names_a_file_defines(tmp_path):
+    from hirilib.checks import grade_module
+
+    answers = tmp_path / "answers.py"
+    answers.write_text("def attention_macs(H, W, C, R):\n    return 0\n\n"
+                       "def scaled_dot_product_attention(q, k, v):\n"
+                       "    raise NotImplementedError\n")
+    results = {ex.name: (verdict, message) for ex, verdict, message in grade_module(answers)}
+    assert set(results) == {"attention_macs", "scaled_dot_product_attention"}
+    assert results["attention_macs"][0] is False and "you give 0" in results["attention_macs"][1]
+    assert results["scaled_dot_product_attention"][0] is None
+
+
 def test_grade_says_not_attempted(capsys):
     def stub(*args):
         raise NotImplementedError
