@@ -1,7 +1,8 @@
 """The built book as a reader gets it: run after ``jupyter-book build`` (CI does).
 
 Every chapter page shows at least one figure; no page shows a Markdown table as raw
-``|---|`` text or a traceback; and no page loads a script, stylesheet, font or image from
+``|---|`` text or a traceback; no line of code or printed output is wider than the page's
+88 columns (it would be cut off); and no page loads a script, stylesheet, font or image from
 the network, so a downloaded copy of the book reads (math included) offline.
 
 Skipped, saying why, when ``_build/html`` is absent (build the book first:
@@ -31,6 +32,7 @@ if not (HTML / "index.html").is_file():
 PAGES = sorted(p for p in HTML.rglob("*.html")
                if not p.relative_to(HTML).parts[0].startswith(("_", ".")))
 NETWORK = re.compile(r"^(https?:)?//", re.I)
+PAGE_COLUMNS = 88
 
 
 class _Page(HTMLParser):
@@ -38,11 +40,13 @@ class _Page(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.loads, self.images, self.text, self.inline = [], [], [], []
-        self._script = None
+        self.loads, self.images, self.text, self.inline, self.pres = [], [], [], [], []
+        self._script, self._pre = None, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "pre":
+            self._pre = []
         if tag == "script":
             if a.get("src"):
                 self.loads.append(("script", a["src"]))
@@ -58,6 +62,9 @@ class _Page(HTMLParser):
                 self.images.append(a["src"])
 
     def handle_endtag(self, tag):
+        if tag == "pre" and self._pre is not None:
+            self.pres.append("".join(self._pre))
+            self._pre = None
         if tag == "script" and self._script is not None:
             self.inline.append("".join(self._script))
             self._script = None
@@ -67,6 +74,8 @@ class _Page(HTMLParser):
             self._script.append(data)
         else:
             self.text.append(data)
+            if self._pre is not None:
+                self._pre.append(data)
 
 
 def _parse(page: Path) -> _Page:
@@ -87,6 +96,10 @@ def test_nothing_is_loaded_from_the_network(page):
     p = _parse(page)
     remote = [f"<{what}> {url}" for what, url in p.loads if NETWORK.match(url.strip())]
     for script in p.inline:  # e.g. a loader configured to fetch from a CDN
+        # Jupyter Book always defines where thebe (live code) would come from; it is fetched
+        # only when a reader starts live code, which this book's config leaves off
+        # (launch_buttons has no thebe), so the page itself loads nothing from there.
+        script = re.sub(r"""const THEBE_JS_URL = "[^"]*";""", "", script)
         remote += [f"inline script loads {u}" for u in
                    re.findall(r"""["'](https?://[^"']+\.(?:js|css|woff2?|ttf))["']""", script)]
     assert not remote, f"{page.name} loads from the network:\n" + "\n".join(remote)
@@ -123,10 +136,21 @@ def test_every_chapter_shows_a_figure(nb):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(HTML)))
+def test_code_and_output_fit_the_page(page):
+    wide = [line for pre in _parse(page).pres for line in pre.splitlines()
+            if len(line.rstrip()) > PAGE_COLUMNS]
+    assert not wide, (f"{page.name}: {len(wide)} line(s) of code or output wider than "
+                      f"{PAGE_COLUMNS} columns, cut off on the page:\n" + "\n".join(wide[:5]))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(HTML)))
 def test_no_raw_markdown_tables_or_tracebacks(page):
     text = "".join(_parse(page).text)
     assert not re.search(r"\|\s*:?-{3,}:?\s*\|", text), (
         f"{page.name} shows a Markdown table as raw text: use hirilib.book.table")
+    for sign in ("<IPython.core.display", " object at 0x"):
+        assert sign not in text, (f"{page.name} shows an object's repr ({sign}...): a phrase "
+                                  "glued as Markdown is quoted with {glue:md}, not {glue:text}")
     for sign in ("Traceback (most recent call last)", "most recent call last"):
         assert sign not in text, (f"{page.name} shows a traceback: expected errors go "
                                   "through hirilib.book.show_error")

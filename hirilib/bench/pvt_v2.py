@@ -99,11 +99,11 @@ def bench_pvt_v2(device: str | torch.device = "cpu", quick: bool = False,
     """The chapter-2 latency suite: B2 (SRA), B2-Li and B2 with full attention,
     batch 1, fp32, with the explicit softmax(QK^T)V of the official code (whose memory
     grows with N^2: the chapter shows where full attention runs out), at input
-    resolutions 224 ... 1024 (quick: 128, 192, 256 with few runs, so that a CPU finishes
+    resolutions 224 ... 1024 (quick: 96, 128, 160 with few runs, so that a CPU finishes
     in seconds).  The models' default, the fused kernel, is what
     ``latency_vs_resolution(..., use_sdpa=True)`` measures."""
     if quick:
-        return latency_vs_resolution(ATTENTION_COMPARISON, (128, 192, 256), device,
+        return latency_vs_resolution(ATTENTION_COMPARISON, (96, 128, 160), device,
                                      warmup=1, runs=3, use_sdpa=False, progress=progress)
     return latency_vs_resolution(ATTENTION_COMPARISON,
                                  (224, 320, 448, 512, 640, 768, 896, 1024), device,

@@ -14,25 +14,22 @@ from __future__ import annotations
 from typing import Any
 
 
-class _Phrase(str):
-    """A string glued as prose: its plain-text form has no quotes."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
 def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` under ``name`` for the book's prose (shown nowhere else).
 
-    A string is glued as a phrase, without quotes: prose whose wording depends on a
-    measurement is chosen by the code and glued (``{glue:text}`name```).
+    A number is quoted with ``{glue:text}`name:.2f```.  A string is glued as a phrase
+    (Markdown): prose whose wording depends on a measurement is chosen by the code, and
+    quoted with ``{glue:md}`name``` so that it reads as prose (``glue:text`` would show it
+    in bold, as it shows numbers).
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
         return
     if isinstance(value, str):
-        value = _Phrase(value)
+        from IPython.display import Markdown
+
+        value = Markdown(value)
     _glue(name, value, display=display)
 
 
@@ -73,6 +70,7 @@ def show_source(obj: Any) -> Any:
     ``ValueError`` naming the file and line, which fails the book's build.
     """
     import inspect
+    import textwrap
 
     src = inspect.getsource(obj)
     wide = [(i, line) for i, line in enumerate(src.splitlines()) if len(line) > PAGE_COLUMNS]
@@ -88,6 +86,7 @@ def show_source(obj: Any) -> Any:
         raise ValueError(f"{where}:{start + i}: {len(line)} columns, wider than the page's "
                          f"{PAGE_COLUMNS} ({len(wide)} such line(s) in "
                          f"{getattr(obj, '__qualname__', obj)}): {line.strip()[:60]}")
+    src = textwrap.dedent(src)  # a method is shown from its "def", at the left margin
     try:
         from IPython.display import Markdown
     except ImportError:  # pragma: no cover

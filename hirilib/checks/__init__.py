@@ -39,8 +39,10 @@ ATOL = 1e-5
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: the name the notebook asks for, its chapter and number, the check,
-    hirilib's implementation of the same spec (``reference()``), and known wrong answers
-    (``mistakes``: the words the failure message must contain -> ``() -> wrong answer``)."""
+    hirilib's implementation of the same spec (``reference()``), known wrong answers
+    (``mistakes``: the words the failure message must contain -> ``() -> wrong answer``),
+    and a one-line ``summary`` of what it asks (the instructors' page lists it; the
+    check's docstring otherwise)."""
 
     name: str
     chapter: int
@@ -48,6 +50,14 @@ class Exercise:
     check: Callable[[Any], None]
     reference: Callable[[], Any]
     mistakes: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    summary: str = ""
+
+    def describe(self) -> str:
+        """What the exercise asks, in one line."""
+        if self.summary:
+            return self.summary
+        doc = " ".join((self.check.__doc__ or "").replace("``", "").split())
+        return doc.split(". ")[0].rstrip(".") + "."
 
 
 EXERCISES: Dict[str, Exercise] = {}

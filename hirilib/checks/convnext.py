@@ -249,15 +249,18 @@ def _reference_roadmap_state_dict():
 
 register(
     Exercise("MyBlock", 3, 1, check_block, reference=_reference_block,
+             summary="the ConvNeXt block, loaded with the reference block's weights",
              mistakes={"post-norm": lambda: _PostNormBlock,
                        "no layer scale (the branch not multiplied by gamma)":
                            lambda: _NoLayerScaleBlock,
                        "no layer scale?": lambda: _NoGammaParameterBlock,
                        "no GELU": lambda: _NoGeluBlock}),
     Exercise("my_block_macs", 3, 2, check_block_macs, reference=_reference_block_macs,
+             summary="a ConvNeXt block's MACs (convolution and Linear layers)",
              mistakes={"a dense k x k convolution": lambda: _conv_macs_as_dense,
                        "the LayerNorm counted": lambda: _macs_with_layernorm}),
     Exercise("my_roadmap_state_dict", 3, 3, check_roadmap_state_dict,
+             summary="ConvNeXt's weights onto the roadmap's last step: Linear = 1x1 conv",
              reference=_reference_roadmap_state_dict,
              mistakes={"the Linear weights were not reshaped": lambda: _linear_not_reshaped,
                        "the block layers were not renamed": lambda: _not_renamed}),

@@ -578,20 +578,24 @@ def _pvt_v2_macs_reference(embed_dims, depths, mlp_ratios, sr_ratios, linear, nu
 
 register(
     Exercise("MyOverlapPatchEmbed", 2, 1, check_overlap_patch_embed,
+             summary="PVTv2's overlapping patch embedding: which pixels each token sees",
              reference=_reference_patch_embed,
              mistakes={"no padding": lambda: _EmbedNoPadding,
                        "no LayerNorm": lambda: _EmbedNoNorm}),
     Exercise("MyConvFFN", 2, 2, check_conv_ffn, reference=_reference_conv_ffn,
+             summary="PVTv2's ConvFFN (and the Li variant's ReLU), its parameters and MACs",
              mistakes={"the GELU before the depthwise conv": lambda: _ConvFFNActFirst,
                        "the ReLU after the depthwise conv": lambda: _ConvFFNReluAfterConv,
                        "the depthwise 3x3 convolution is missing": lambda: _FFNWithoutConv}),
     Exercise("pvt_v2_params", 2, 3, check_pvt_v2_params,
+             summary="the parameter count of a PVTv2 configuration, against the model built",
              reference=lambda: _pvt_v2_params_reference,
              mistakes={"the classifier (C_4 K + K) forgotten":
                        lambda: _params_without("head", "head bias"),
                        "the stage-end LayerNorms": lambda: _params_without("stage LN"),
                        "the reduction's LayerNorm": lambda: _params_without("reduction LN")}),
     Exercise("pvt_v2_macs", 2, 4, check_pvt_v2_macs, reference=lambda: _pvt_v2_macs_reference,
+             summary="the MACs of a whole PVTv2 at any input size, against count_flops",
              mistakes={"the reduction's LayerNorm (5 M C per block) left out":
                        lambda: _macs_without("reduction LN"),
                        "the bias additions counted": lambda: (
@@ -599,6 +603,7 @@ register(
                        "rounded down": lambda: _macs_without(round_up=False),
                        "the classifier forgotten": lambda: _macs_without("head")}),
     Exercise("MyPVTv2Block", 2, 5, check_pvt_v2_block, reference=_reference_block,
+             summary="the PVTv2 block from chapter 1's modules, against hirilib's block",
              mistakes={"post-norm": lambda: _PostNormPVTBlock,
                        "without the linear variant's ReLU": lambda: _PVTBlockNoRelu,
                        "pass sr_ratio and linear to MultiHeadAttention": lambda: _PVTBlockNoSR}),
