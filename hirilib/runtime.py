@@ -97,6 +97,7 @@ def setup(seed: int = 0, verbose: bool = True) -> dict:
 
     seed_everything(seed)
     _inline_figures()
+    _quiet_progress_bars()
     info = {"device": get_device(), "quick": quick_mode(), "seed": seed}
     if verbose:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -104,6 +105,20 @@ def setup(seed: int = 0, verbose: bool = True) -> dict:
         print(f"hirilib {hirilib.__version__} | torch {torch.__version__} | {gpu} | "
               f"{mode} mode | seed {seed}")
     return info
+
+
+def _quiet_progress_bars() -> None:
+    """Import ``tqdm.auto`` once with its warning about a missing ``ipywidgets`` silenced:
+    without ipywidgets (a plain kernel, the book's build) it falls back to a text progress
+    bar, which is all a chapter needs, and the warning would only clutter the page."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import tqdm.auto  # noqa: F401
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
 
 
 def _inline_figures() -> None:

@@ -1,4 +1,6 @@
-"""Fixtures shared by the data and training tests: a small image-classification set the
+"""Test-suite settings and fixtures shared by the files in tests/.
+
+Fixtures shared by the data and training tests: a small image-classification set the
 tests make themselves, written as Parquet in the Hugging Face Hub's schema (an ``Image``
 column and a ``ClassLabel`` column), and a model small enough to train in seconds."""
 
@@ -92,3 +94,14 @@ def subprocess_env() -> dict:
 
 
 PYTHON = sys.executable
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``fullmode`` run every chapter's full-mode code paths (minutes on 2
+    cores): they run only when the marker expression names them (``pytest -m fullmode``),
+    so that a plain ``pytest`` stays fast."""
+    if "fullmode" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="full mode at small sizes takes minutes: pytest -m fullmode")
+    for item in items:
+        if "fullmode" in item.keywords:
+            item.add_marker(skip)

@@ -1,4 +1,5 @@
-"""Every chapter runs top to bottom in quick mode, and is saved the way the book needs it."""
+"""Every chapter runs top to bottom in quick mode and in full mode at small sizes, and is
+saved the way the book needs it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+#: every notebook the book executes: the chapters and the book's own notebook pages
+NOTEBOOKS = CHAPTERS + sorted((ROOT / "book").glob("*.ipynb"))
+#: the width of the book's code column; longer lines are cut off on the page
+PAGE_COLUMNS = 88
 FIRST_CELL = (ROOT / "tests" / "first_cell.ipy").read_text().strip()
 
 
@@ -22,7 +27,7 @@ def test_there_are_chapters():
     assert CHAPTERS, "no notebooks in chapters/"
 
 
-@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_saved_without_outputs(nb):
     for i, c in enumerate(_cells(nb)):
         if c["cell_type"] == "code":
@@ -59,16 +64,54 @@ def test_chapter_is_in_the_table_of_contents(nb):
     assert f"chapters/{nb.stem}" in toc, f"{nb.name} is not listed in book/_toc.yml"
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
-def test_chapter_runs_in_quick_mode(nb, monkeypatch):
-    """Execute the notebook as the book build does (kernel in chapters/, quick mode)."""
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_fits_the_page(nb):
+    """Every line of every code cell fits the book's column: longer ones are cut off."""
+    wide = [(i, line) for i, c in enumerate(_cells(nb)) if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > PAGE_COLUMNS]
+    assert not wide, "\n".join(f"{nb.name} cell {i}: {len(line)} columns: {line}"
+                               for i, line in wide)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_progress_bars_stay_off_the_page(nb):
+    """A cell that shows a progress bar (tqdm writes it to stderr) is tagged
+    ``remove-stderr``: the bar is for whoever runs the notebook, and the book would
+    otherwise print every state it went through (or fail the build on stderr)."""
+    for i, c in enumerate(_cells(nb)):
+        src = "".join(c["source"])
+        if c["cell_type"] == "code" and re.search(r"\btqdm\(|progress=True", src):
+            assert "remove-stderr" in c.get("metadata", {}).get("tags", []), (
+                f"{nb.name} cell {i} shows a progress bar: tag it remove-stderr")
+
+
+def _execute(nb: Path) -> None:
+    """Execute the notebook as the book build does (kernel in the notebook's folder)."""
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("HIRILIB_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(nb, as_version=4)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(nb.parent)}})
     client.execute()  # raises CellExecutionError, with the cell and traceback, on failure
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_runs_in_quick_mode(nb, monkeypatch):
+    """Quick mode, as the book build runs every page on a CPU."""
+    monkeypatch.setenv("HIRILIB_QUICK", "1")
+    monkeypatch.delenv("HIRILIB_SMALL", raising=False)
+    _execute(nb)
+
+
+@pytest.mark.notebook
+@pytest.mark.fullmode
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_runs_in_full_mode_at_small_sizes(nb, monkeypatch):
+    """Full mode's code paths (what a Colab reader with a GPU runs), at quick mode's sizes
+    (``hirilib.choose``), on this machine's CPU: so that a reader is never the first to run
+    them.  Minutes on 2 cores, so only run when asked: ``pytest -m fullmode``."""
+    monkeypatch.setenv("HIRILIB_QUICK", "0")
+    monkeypatch.setenv("HIRILIB_SMALL", "1")
+    _execute(nb)

@@ -11,7 +11,7 @@ them; ``conventions`` says how they count.  One module per subject: ``layers``
 from .cas_vit import (catm_macs, catm_params, cas_vit_macs, cas_vit_params,
                       cas_vit_stage_sizes)
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
-from .convnext import conv_cost, convnext_block_macs
+from .convnext import conv_cost, convnext_block_macs, convnext_macs
 from .hire_mlp import (hire_block_macs, hire_block_params, hire_mlp_macs, hire_mlp_params,
                        hire_mlp_stage_sizes, hire_mlp_token_mixer_macs, hire_module_macs,
                        hire_module_params)
@@ -21,7 +21,7 @@ from .pvt_v2 import pvt_v2_attention_macs, pvt_v2_macs, pvt_v2_params, pvt_v2_st
 __all__ = [
     "LN_PER_ELEMENT", "BN_PER_ELEMENT", "mha_macs", "mha_params", "ffn_macs", "ffn_params",
     "pvt_v2_params", "pvt_v2_macs", "pvt_v2_attention_macs", "pvt_v2_stage_sizes",
-    "convnext_block_macs", "conv_cost", "hire_mlp_params", "hire_mlp_macs",
+    "convnext_block_macs", "convnext_macs", "conv_cost", "hire_mlp_params", "hire_mlp_macs",
     "hire_mlp_stage_sizes", "hire_mlp_token_mixer_macs", "hire_module_params",
     "hire_module_macs", "hire_block_params", "hire_block_macs",
     "catm_macs", "catm_params", "cas_vit_params", "cas_vit_macs", "cas_vit_stage_sizes",

@@ -3,7 +3,9 @@ multiply-accumulates against the bytes it must move (its arithmetic intensity)."
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Sequence
+
+from .conventions import LN_PER_ELEMENT as LN
 
 
 def convnext_block_macs(dim: int, height: int, width: int, kernel_size: int = 7) -> int:
@@ -18,6 +20,33 @@ def convnext_block_macs(dim: int, height: int, width: int, kernel_size: int = 7)
     True
     """
     return height * width * dim * (kernel_size ** 2 + 8 * dim)
+
+
+def convnext_macs(depths: Sequence[int] = (3, 3, 9, 3),
+                  dims: Sequence[int] = (96, 192, 384, 768), num_classes: int = 1000,
+                  H: int = 224, W: int | None = None, kernel_size: int = 7,
+                  in_chans: int = 3) -> int:
+    """Multiply-accumulates of a whole ConvNeXt on an H x W image, counted as
+    ``count_flops`` counts them (biases free, LayerNorm 5 per element, the mean 1 per
+    input element), so that the variants can be costed without tracing them.
+
+    Stem: a 4x4/4 conv, LN.  Stage i > 1: LN, 2x2/2 conv.  Every block:
+    ``convnext_block_macs`` plus its LN.  Head: the mean over the last map, LN, Linear.
+
+    >>> convnext_macs(H=224)  # ConvNeXt-T: the paper's 4.5 G
+    4470437376
+    """
+    W = H if W is None else W
+    h, w = H // 4, W // 4
+    total = h * w * 16 * in_chans * dims[0] + LN * h * w * dims[0]       # stem
+    for i, (depth, C) in enumerate(zip(depths, dims)):
+        if i > 0:
+            total += LN * h * w * dims[i - 1]                             # LN, then ...
+            h, w = h // 2, w // 2
+            total += h * w * 4 * dims[i - 1] * C                          # 2x2/2 conv
+        total += depth * (convnext_block_macs(C, h, w, kernel_size) + LN * h * w * C)
+    C = dims[-1]
+    return total + h * w * C + LN * C + (C * num_classes if num_classes else 0)
 
 
 def conv_cost(kind: str, channels: int, size: int, batch: int = 1,

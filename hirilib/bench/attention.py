@@ -18,14 +18,18 @@ def attention_grid(quick: bool) -> List[int]:
 
 @suite("attention")
 def bench_attention(device: str | torch.device = "cpu", quick: bool = True,
-                    dim: int = 64, heads: int = 1, batch: int = 1) -> List[dict]:
+                    dim: int = 64, heads: int = 1, batch: int = 1,
+                    progress: bool = False) -> List[dict]:
     """Latency of one attention layer (full, SRA R=2/4/8, linear SRA) and of one
     FFN layer (Mlp, ConvFFN, CFFN) against the side of the token grid.
 
     PVTv2-B2's first stage is the setting: C = 64, one head, 4x hidden FFN.
     Full attention uses the fused kernel (``use_sdpa``) so that its memory stays
-    linear in the tokens, and every variant is timed the same way.
+    linear in the tokens, and every variant is timed the same way.  ``progress`` shows a
+    progress bar (tqdm) over the map sizes.
     """
+    from tqdm.auto import tqdm
+
     from hirilib.layers import CFFN, ConvFFN, Mlp, MultiHeadAttention
 
     variants = {"full attention": dict(sr_ratio=1), "SRA R=2": dict(sr_ratio=2),
@@ -34,7 +38,7 @@ def bench_attention(device: str | torch.device = "cpu", quick: bool = True,
     ffns = {"Mlp": Mlp, "ConvFFN": ConvFFN, "CFFN": CFFN}
     runs, warmup = (10, 3) if quick else (50, 10)
     records = []
-    for side in attention_grid(quick):
+    for side in tqdm(attention_grid(quick), desc="map sizes", disable=not progress):
         x_shape = (batch, side * side, dim)
         for name, kw in variants.items():
             if side % kw.get("sr_ratio", 1):

@@ -42,17 +42,20 @@ def time_model(name: str, device: str | torch.device = "cpu", batch: int = 1, wa
 
 def time_convs(device: str | torch.device = "cpu", batch: int = 1, size: int = 56,
                channels: Sequence[int] = (64, 128, 256, 512), warmup: int = 1,
-               runs: int = 3) -> List[Dict[str, Any]]:
+               runs: int = 3, progress: bool = False) -> List[Dict[str, Any]]:
     """Time a depthwise 7x7 and a dense 3x3 conv on ``(batch, C, size, size)`` maps,
-    with their MACs and minimum memory traffic (``conv_cost``)."""
+    with their MACs and minimum memory traffic (``conv_cost``); ``progress`` shows a
+    progress bar."""
+    from tqdm.auto import tqdm
+
     records = []
-    for kind in ("dw7x7", "dense3x3"):
-        for c in channels:
-            cost = conv_cost(kind, c, size, batch)
-            res = measure_latency(make_conv(kind, c), (batch, c, size, size), device=device,
-                                  warmup=warmup, runs=runs)
-            records.append({"kind": "conv", "name": kind, "channels": c, "size": size,
-                            "gflops": cost["macs"] / 1e9, "gbytes": cost["bytes"] / 1e9, **res})
+    pairs = [(kind, c) for kind in ("dw7x7", "dense3x3") for c in channels]
+    for kind, c in tqdm(pairs, desc="convolutions timed", disable=not progress):
+        cost = conv_cost(kind, c, size, batch)
+        res = measure_latency(make_conv(kind, c), (batch, c, size, size), device=device,
+                              warmup=warmup, runs=runs)
+        records.append({"kind": "conv", "name": kind, "channels": c, "size": size,
+                        "gflops": cost["macs"] / 1e9, "gbytes": cost["bytes"] / 1e9, **res})
     return records
 
 

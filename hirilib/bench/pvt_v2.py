@@ -28,7 +28,8 @@ def latency_vs_resolution(models: Mapping[str, Tuple[str, Dict[str, Any]]] | Seq
                           resolutions: Sequence[int], device: str | torch.device = "cpu",
                           batch_size: int = 1, dtype: str = "fp32", warmup: int = 5,
                           runs: int = 20, channels_last: bool = False, compile: bool = False,
-                          use_sdpa: bool = True) -> List[Dict[str, Any]]:
+                          use_sdpa: bool = True, progress: bool = False
+                          ) -> List[Dict[str, Any]]:
     """Median forward latency of each model at each square resolution.
 
     ``models`` maps a label to ``(registered name, overrides)`` (see
@@ -37,15 +38,22 @@ def latency_vs_resolution(models: Mapping[str, Tuple[str, Dict[str, Any]]] | Seq
     (median, spread, settings, device).  A run that exhausts GPU memory, or whose
     explicit attention matrices would need more than 80% of the device's memory
     (then it is not attempted), gives a record with ``"oom": True`` instead.
+    ``progress`` shows a progress bar (tqdm) over the (model, resolution) pairs.
     """
+    from tqdm.auto import tqdm
+
     if not isinstance(models, Mapping):
         models = {n: (n, {}) for n in models}
     device = torch.device(device)
     budget = 0.8 * _memory_bytes(device)
     records = []
+    bar = tqdm(total=len(models) * len(resolutions), desc="forward passes timed",
+               disable=not progress)
     for label, (name, overrides) in models.items():
         model = create_model(name, **{**overrides, "use_sdpa": use_sdpa})
         for res in resolutions:
+            bar.set_postfix_str(f"{label} at {res} px")
+            bar.update()
             rec: Dict[str, Any] = {"label": label, "model": name,
                                    "overrides": {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in overrides.items()},
@@ -66,6 +74,7 @@ def latency_vs_resolution(models: Mapping[str, Tuple[str, Dict[str, Any]]] | Seq
                     torch.cuda.empty_cache()
             records.append(rec)
         del model
+    bar.close()
     return records
 
 
@@ -87,14 +96,17 @@ def _attention_bytes(model: nn.Module, res: int, batch: int) -> int:
 
 
 @suite("pvt_v2")
-def bench_pvt_v2(device: str | torch.device = "cpu", quick: bool = False) -> List[Dict[str, Any]]:
+def bench_pvt_v2(device: str | torch.device = "cpu", quick: bool = False,
+                 progress: bool = False) -> List[Dict[str, Any]]:
     """The chapter-2 latency suite: B2 (SRA), B2-Li and B2 with full attention,
     batch 1, fp32, with the explicit softmax(QK^T)V of the official code (whose memory
     grows with N^2: the chapter shows where full attention runs out), at input
-    resolutions 224 ... 1024 (quick: 224, 256, 288 with few runs).  The models' default,
-    the fused kernel, is what ``latency_vs_resolution(..., use_sdpa=True)`` measures."""
+    resolutions 224 ... 1024 (quick: 96, 128, 160 with few runs, so that a CPU finishes
+    in seconds).  The models' default, the fused kernel, is what
+    ``latency_vs_resolution(..., use_sdpa=True)`` measures."""
     if quick:
-        return latency_vs_resolution(ATTENTION_COMPARISON, (224, 256, 288), device,
-                                     warmup=1, runs=3, use_sdpa=False)
-    return latency_vs_resolution(ATTENTION_COMPARISON, (224, 320, 448, 512, 640, 768, 896, 1024),
-                                 device, warmup=10, runs=30, use_sdpa=False)
+        return latency_vs_resolution(ATTENTION_COMPARISON, (96, 128, 160), device,
+                                     warmup=1, runs=3, use_sdpa=False, progress=progress)
+    return latency_vs_resolution(ATTENTION_COMPARISON,
+                                 (224, 320, 448, 512, 640, 768, 896, 1024), device,
+                                 warmup=10, runs=30, use_sdpa=False, progress=progress)

@@ -4,6 +4,11 @@ Figures have an opaque white background, so they stay readable when the
 book is shown in a dark theme; lines carry markers and a colour-blind-safe
 palette, so they survive greyscale printing; every timing plot names the
 device it was measured on (``device_note``).
+
+Figures are at most ``MAX_WIDTH`` inches wide: the page shows an image no wider than its
+column, so a wider figure would be scaled down, and its text with it (a five-panel figure
+13 inches wide shows 11-point labels at about 6 pixels).  ``subplots`` shrinks the panels
+instead, never the text.
 """
 
 from __future__ import annotations
@@ -35,10 +40,34 @@ def use_style() -> None:
     plt.rcParams.update(STYLE)
 
 
+#: The widest figure, in inches, that the page shows at full size (about 800 pixels).
+MAX_WIDTH = 7.5
+
+
 def subplots(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
-    """``plt.subplots`` in the book's style, sized per panel."""
+    """``plt.subplots`` in the book's style, sized per panel (``width`` x ``height``
+    inches each); a figure wider than ``MAX_WIDTH`` has its panels scaled down, keeping
+    their shape and the size of the text."""
     use_style()
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
+    total_w, total_h = width * ncols, height * nrows
+    if total_w > MAX_WIDTH:
+        total_w, total_h = MAX_WIDTH, total_h * MAX_WIDTH / total_w
+    return plt.subplots(nrows, ncols, figsize=(total_w, total_h), **kw)
+
+
+def log_ticks(ax, axis: str = "y") -> None:
+    """Readable ticks on a log axis (``axis``: 'x', 'y' or 'both'): labels at 1, 2 and 5
+    times powers of ten, written as plain numbers, and no minor ticks.  Matplotlib's
+    default labels only powers of ten, so an axis spanning less than a decade would have
+    no labels at all."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    for a in ([ax.xaxis, ax.yaxis] if axis == "both" else [getattr(ax, f"{axis}axis")]):
+        lo, hi = sorted(a.get_view_interval())
+        subs = (1, 2, 5) if hi / max(lo, 1e-300) > 2.5 else (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)
+        a.set_major_locator(LogLocator(base=10, subs=subs))
+        a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        a.set_minor_locator(NullLocator())
 
 
 def line(ax, x: Iterable, y: Iterable, label: str, i: int = 0, **kw):

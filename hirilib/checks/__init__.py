@@ -16,7 +16,8 @@ sure they do).  From the command line, against a student's file::
 
 grades every exercise name the file defines (the names the exercises ask for) and
 takes the others from hirilib; the run's header says which came from where, and the
-run fails at once if the file defines none of them.
+run fails at once if the file defines none of them.  ``grade_module(path)`` grades a
+file from a script (an instructor's loop over submissions).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ ATOL = 1e-5
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: the name the notebook asks for, its chapter and number, the check,
-    hirilib's implementation of the same spec (``reference()``), and known wrong answers
-    (``mistakes``: the words the failure message must contain -> ``() -> wrong answer``)."""
+    hirilib's implementation of the same spec (``reference()``), known wrong answers
+    (``mistakes``: the words the failure message must contain -> ``() -> wrong answer``),
+    and a one-line ``summary`` of what it asks (the instructors' page lists it; the
+    check's docstring otherwise)."""
 
     name: str
     chapter: int
@@ -47,6 +50,14 @@ class Exercise:
     check: Callable[[Any], None]
     reference: Callable[[], Any]
     mistakes: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    summary: str = ""
+
+    def describe(self) -> str:
+        """What the exercise asks, in one line."""
+        if self.summary:
+            return self.summary
+        doc = " ".join((self.check.__doc__ or "").replace("``", "").split())
+        return doc.split(". ")[0].rstrip(".") + "."
 
 
 EXERCISES: Dict[str, Exercise] = {}
@@ -88,10 +99,12 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float =
     err = (got.detach().float() - want.float()).abs().max().item()
     if err < atol:
         return
-    for mistake, wrong in (mistakes or {}).items():
-        if wrong.shape == got.shape and (got.detach().float() - wrong.float()).abs().max() < atol:
-            raise CheckFailed(f"{what} differs (max abs difference {err:.2e}), and matches "
-                              f"what you get with {mistake}")
+    matches = [m for m, wrong in (mistakes or {}).items()
+               if wrong.shape == got.shape
+               and (got.detach().float() - wrong.float()).abs().max() < atol]
+    if matches:
+        raise CheckFailed(f"{what} differs (max abs difference {err:.2e}), and matches "
+                          f"what you get with {' or with '.join(matches)}")
     raise CheckFailed(f"{what}: max abs difference {err:.2e} exceeds {atol:.0e}")
 
 
@@ -102,17 +115,56 @@ def assert_equal_count(got: int, want: int, what: str,
         raise CheckFailed(f"{what}: expected an integer, got {type(got).__name__} {got!r}")
     if got == want:
         return
-    for mistake, wrong in (mistakes or {}).items():
-        if got == wrong:
-            raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} (difference "
-                              f"{got - want:+,}): that is the count with {mistake}")
+    matches = [m for m, wrong in (mistakes or {}).items() if got == wrong]
+    if matches:
+        raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} (difference "
+                          f"{got - want:+,}): that is the count with "
+                          f"{' or with '.join(matches)}")
     raise CheckFailed(f"{what}: you give {got:,}, the count is {want:,} "
                       f"(difference {got - want:+,})")
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights, with norm scales and layer scales near 1, so that every parameter
+    matters in a comparison; returns the module in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            near_one = name.endswith("gamma") or (
+                p.ndim == 1 and "norm" in name and name.endswith("weight"))
+            p.copy_(1 + 0.1 * noise if near_one else 0.1 * noise)
+    return module.eval()
 
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _verdict(ex: Exercise, implementation: Any):
+    """(True / False / None, the one-line message) for ``implementation`` of ``ex``."""
+    name = ex.name
+    try:
+        ex.check(implementation)
+    except NotImplementedError:
+        return None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
+    except AssertionError as e:  # CheckFailed, or an assert of the check
+        return False, f"[x] {name}: FAILED: {e}"
+    except Exception as e:  # the student's code raised: report it, do not crash the cell
+        return False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
+    return True, f"[v] {name}: passed"
+
+
+def grade_module(module: Any) -> List[tuple]:
+    """Grade every exercise name that ``module`` defines (a module, or the path of a
+    ``.py`` file): a list of ``(exercise, verdict, message)``, verdict True (passed),
+    False (failed) or None (not attempted), in chapter order.  For grading many
+    submissions in a script; nothing is printed."""
+    if isinstance(module, (str, os.PathLike)):
+        module = _load_file(Path(module))
+    return [(ex, *_verdict(ex, getattr(module, ex.name)))
+            for ex in all_exercises() if hasattr(module, ex.name)]
 
 
 def grade(name: str, implementation: Any, quiet: bool = False) -> Optional[bool]:
@@ -127,18 +179,11 @@ def grade(name: str, implementation: Any, quiet: bool = False) -> Optional[bool]
     if name not in exercises:
         raise ValueError(f"no exercise named {name!r}; the exercises are "
                          f"{', '.join(sorted(exercises))}")
-    try:
-        exercises[name].check(implementation)
-    except NotImplementedError:
-        verdict, message = None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
-    except AssertionError as e:  # CheckFailed, or an assert of the check
-        verdict, message = False, f"[x] {name}: FAILED: {e}"
-    except Exception as e:  # the student's code raised: report it, do not crash the cell
-        verdict, message = False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
-    else:
-        verdict, message = True, f"[v] {name}: passed"
+    verdict, message = _verdict(exercises[name], implementation)
     if not quiet:
-        print(message)
+        from hirilib.book import fit
+
+        print(fit(message))  # wrapped to the page's width
     return verdict
 
 
@@ -154,15 +199,21 @@ def student_module():
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"HIRILIB_STUDENT points to {path}, which does not exist")
-        name = f"hirilib_student_{path.stem}"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
+        return _load_file(path)
     return importlib.import_module(target)
+
+
+def _load_file(path: Path):
+    """The module in the file ``path``, imported once."""
+    path = Path(path).expanduser().resolve()
+    name = f"hirilib_student_{path.stem}"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def implementation(name: str) -> Any:

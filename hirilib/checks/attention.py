@@ -325,20 +325,27 @@ def _reference_cffn():
 
 register(
     Exercise("scaled_dot_product_attention", 1, 1, check_scaled_dot_product_attention,
+             summary="softmax(q k^T / sqrt(d)) v, checked against PyTorch's fused kernel",
              reference=lambda: __import__("hirilib.layers", fromlist=["x"]).scaled_dot_product_attention,
              mistakes={"no 1/sqrt(d) scaling": lambda: _no_scale_sdpa,
                        "the softmax over the queries": lambda: _softmax_over_queries}),
     Exercise("MyAttention", 1, 2, check_mha, reference=_reference_mha,
+             summary="multi-head attention (q, kv, proj), checked against "
+                     "nn.MultiheadAttention with the same weights",
              mistakes={"no 1/sqrt(d) scaling": lambda: _ScalelessMHA,
                        "one head of width C": lambda: _UnsplitMHA}),
     Exercise("sra_reduce", 1, 3, check_sra_reduce, reference=lambda: _reduce_reference,
+             summary="SRA's keys-and-values input: tokens -> map -> stride-R conv -> "
+                     "tokens -> LayerNorm",
              mistakes={"no LayerNorm after the reduction": lambda: _reduce_without_norm,
                        "without moving C first": lambda: _reduce_plain_reshape}),
     Exercise("attention_macs", 1, 4, check_attention_macs,
+             summary="the MACs of (spatial-reduction) attention, against count_flops",
              reference=lambda: _attention_macs_reference,
              mistakes={"the reduction's LayerNorm (5 M C) left out":
                        lambda: _attention_macs_without_ln}),
     Exercise("MyCFFN", 1, 5, check_cffn, reference=_reference_cffn,
+             summary="HIRI-ViT's CFFN, FC(DWConv(z) + z), and its MACs",
              mistakes={"no residual around the depthwise conv": lambda: _CFFNWithoutResidual,
                        "the depthwise conv before the activation, with the residual":
                            lambda: _CFFNConvFirst}),

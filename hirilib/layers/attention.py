@@ -126,15 +126,16 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         self._check(x, H, W)
         h = self.num_heads
-        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)             # (B, h, N, d)
-        kv = self.kv(self.reduce(x, H, W))                                # (B, M, 2C)
-        k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=h)  # (B, h, M, d) each
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)          # (B, h, N, d)
+        kv = self.kv(self.reduce(x, H, W))                             # (B, M, 2C)
+        k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=h)
+        # k, v: (B, h, M, d) each
         if self.use_sdpa:
             p = self.attn_drop_p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         else:
             out = scaled_dot_product_attention(q, k, v, self.attn_drop)
-        out = rearrange(out, "b h n d -> b n (h d)")                      # (B, N, C)
+        out = rearrange(out, "b h n d -> b n (h d)")                   # (B, N, C)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

@@ -24,7 +24,7 @@ from .norm import make_act, norm2d
 
 
 class OverlapPatchEmbed(nn.Module):
-    """Image or map ``(B, C_in, H, W)`` -> tokens ``(B, H/s * W/s, C)`` and (H/s, W/s)."""
+    """Image or map ``(B, C_in, H, W)`` -> tokens ``(B, H/s * W/s, C)``, (H/s, W/s)."""
 
     def __init__(self, in_chans: int = 3, embed_dim: int = 64, patch_size: int = 7,
                  stride: int = 4, norm_eps: float = 1e-5):
@@ -35,7 +35,8 @@ class OverlapPatchEmbed(nn.Module):
             raise ValueError(f"an overlapping patch embedding needs kernel > stride, "
                              f"got kernel {patch_size} and stride {stride}")
         self.in_chans, self.stride = in_chans, stride
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride, padding=patch_size // 2)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride,
+                              padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
     def forward(self, x: torch.Tensor):

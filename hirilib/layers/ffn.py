@@ -110,7 +110,7 @@ class CFFN(nn.Module):
     equal accuracy, and it folds into fc1 at inference).
     """
 
-    #: the BN pre-norm folds into fc1 at inference (``hirilib.deploy.fuse_bn``; Sec. 4.4)
+    #: the BN pre-norm folds into fc1 at inference (``deploy.fuse_bn``; Sec. 4.4)
     bn_fusion = (("norm", "fc1", "before"),)
 
     def __init__(self, dim: int, hidden_dim: int | None = None, act_layer=nn.GELU,

@@ -44,10 +44,11 @@ class Block(nn.Module):
     initialised to 1e-6 so every block starts close to the identity.
     """
 
-    def __init__(self, dim: int, drop_path: float = 0.0, ls_init_value: Optional[float] = 1e-6,
-                 kernel_size: int = 7):
+    def __init__(self, dim: int, drop_path: float = 0.0,
+                 ls_init_value: Optional[float] = 1e-6, kernel_size: int = 7):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2,
+                                groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
@@ -58,9 +59,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         shortcut = x
-        x = self.dwconv(x)                                       # (B, C, H, W): per channel
-        x = x.permute(0, 2, 3, 1)                                # (B, H, W, C)
-        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))   # (B, H, W, 4C) -> (B, H, W, C)
+        x = self.dwconv(x)                              # (B, C, H, W): per channel
+        x = x.permute(0, 2, 3, 1)                       # (B, H, W, C)
+        x = self.act(self.pwconv1(self.norm(x)))        # (B, H, W, 4C)
+        x = self.pwconv2(x)                             # (B, H, W, C)
         if self.gamma is not None:
             x = self.gamma * x
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))  # (B, C, H, W)
@@ -89,21 +91,24 @@ class ConvNeXt(HierarchicalBackbone):
         depths = check_positive_ints("depths", depths, 4)
         dims = check_positive_ints("dims", dims, 4)
         if check_int("kernel_size", kernel_size, 1) % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (padding k // 2 keeps the size), "
-                             f"got {kernel_size}")
+            raise ValueError(f"kernel_size must be odd (padding k // 2 keeps the "
+                             f"size), got {kernel_size}")
         self.in_chans, self.dims, self.num_classes = in_chans, list(dims), num_classes
         self.num_features = dims[-1]
-        self.stem = PatchEmbed(in_chans, dims[0], patch_size=4, norm="ln")   # (B, C1, H/4, W/4)
+        # the patchify stem: (B, C_in, H, W) -> (B, C1, H/4, W/4)
+        self.stem = PatchEmbed(in_chans, dims[0], patch_size=4, norm="ln")
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
         stages, j = [], 0
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             down = ConvDownsample(dims[i - 1], dim, "ln") if i > 0 else nn.Identity()
-            stages.append(Stage(down, [Block(dim, dpr[j + k], ls_init_value, kernel_size)
-                                       for k in range(depth)]))       # (B, C_i, H_i, W_i)
+            blocks = [Block(dim, dpr[j + k], ls_init_value, kernel_size)
+                      for k in range(depth)]
+            stages.append(Stage(down, blocks))                # (B, C_i, H_i, W_i)
             j += depth
         self.stages = nn.ModuleList(stages)
-        self.head = ClassifierHead(dims[-1], num_classes, norm="ln", init_scale=head_init_scale)
-        self.apply(trunc_normal_init)  # Conv and Linear: std .02 (Table 5's "0.2" is a typo)
+        self.head = ClassifierHead(dims[-1], num_classes, norm="ln",
+                                   init_scale=head_init_scale)
+        self.apply(trunc_normal_init)  # std .02 (Table 5's "0.2" is a typo)
         self.head.scale_init()
 
 

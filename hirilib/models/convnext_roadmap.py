@@ -33,7 +33,8 @@ __all__ = ["RoadmapConfig", "Bottleneck", "InvertedBottleneck", "RoadmapNet", "R
 
 @dataclass(frozen=True)
 class RoadmapConfig:
-    """One switch per step of the paper's roadmap (Sec. 2, Table 10); the defaults are ResNet-50.
+    """One switch per step of the paper's roadmap (Sec. 2, Table 10); the defaults
+    are ResNet-50.  The comments give each field's section in the paper.
 
     ``layer_scale`` is not a roadmap step: the paper's roadmap runs train without
     it (and without EMA).  The last registered step sets it to ConvNeXt-T's 1e-6,
@@ -41,39 +42,56 @@ class RoadmapConfig:
     ``layer_scale=None`` gives the network of the roadmap's run.
     """
 
-    depths: Tuple[int, ...] = (3, 4, 6, 3)  # 2.2 stage compute ratio: (3, 3, 9, 3) as Swin's 1:1:3:1
-    patchify_stem: bool = False             # 2.2 7x7/2 conv + BN + ReLU + 3x3/2 max-pool -> 4x4/4 conv
-    depthwise: bool = False                 # 2.3 ResNeXt-ify: the spatial conv gets groups = channels
-    width: int = 64                         # 2.3 stage-1 width: 64 -> 96 (Swin-T's C)
-    inverted_bottleneck: bool = False       # 2.4 C -> 4C -> C, the shape of a Transformer MLP
-    move_up_dw: bool = False                # 2.5 the depthwise conv first, like attention before the MLP
-    kernel_size: int = 3                    # 2.5 3 -> 7 (Swin's window is 7x7)
-    act: str = "relu"                       # 2.6 ReLU -> GELU
-    fewer_activations: bool = False         # 2.6 one activation per block, between the 1x1 convs
-    fewer_norms: bool = False               # 2.6 one norm per block, after the depthwise conv
-    norm: str = "bn"                        # 2.6 BN -> LN
-    separate_downsampling: bool = False     # 2.6 LN + 2x2/2 conv between stages (+ stem and head LNs)
-    layer_scale: Optional[float] = None     # not a roadmap step (training setting; ConvNeXt uses 1e-6)
+    # 2.2 stage compute ratio: (3, 3, 9, 3), Swin's 1:1:3:1
+    depths: Tuple[int, ...] = (3, 4, 6, 3)
+    # 2.2 the stem: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool -> one 4x4/4 conv
+    patchify_stem: bool = False
+    # 2.3 ResNeXt-ify: the spatial conv gets groups = channels ...
+    depthwise: bool = False
+    # ... and the stage-1 width goes from 64 to 96 (Swin-T's C)
+    width: int = 64
+    # 2.4 C -> 4C -> C, the shape of a Transformer's MLP
+    inverted_bottleneck: bool = False
+    # 2.5 the depthwise conv first, as attention comes before the MLP ...
+    move_up_dw: bool = False
+    # ... so it can grow from 3x3 to 7x7 (Swin's window is 7x7)
+    kernel_size: int = 3
+    # 2.6 micro design: ReLU -> GELU
+    act: str = "relu"
+    # 2.6 one activation per block, between the two 1x1 convs
+    fewer_activations: bool = False
+    # 2.6 one norm per block, after the depthwise conv
+    fewer_norms: bool = False
+    # 2.6 BN -> LN
+    norm: str = "bn"
+    # 2.6 LN + 2x2/2 conv between stages (and LNs after the stem and the pool)
+    separate_downsampling: bool = False
+    # not a roadmap step (a training setting; ConvNeXt uses 1e-6)
+    layer_scale: Optional[float] = None
 
     def __post_init__(self):
         if len(self.depths) != 4 or min(self.depths) < 1 or self.width < 1:
-            raise ValueError(f"depths must be 4 positive block counts and width positive, got "
-                             f"depths={self.depths}, width={self.width}")
+            raise ValueError(f"depths must be 4 positive block counts and width "
+                             f"positive, got depths={self.depths}, width={self.width}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (padding k // 2 keeps the size), "
-                             f"got {self.kernel_size}")
+            raise ValueError(f"kernel_size must be odd (padding k // 2 keeps the "
+                             f"size), got {self.kernel_size}")
         if self.act not in ("relu", "gelu") or self.norm not in ("bn", "ln"):
-            raise ValueError(f"act must be relu/gelu and norm bn/ln, got {self.act!r}, {self.norm!r}")
-        needs = {"move_up_dw": "inverted_bottleneck", "separate_downsampling": "inverted_bottleneck",
+            raise ValueError(f"act must be relu/gelu and norm bn/ln, got {self.act!r}, "
+                             f"{self.norm!r}")
+        needs = {"move_up_dw": "inverted_bottleneck",
+                 "separate_downsampling": "inverted_bottleneck",
                  "fewer_activations": "move_up_dw", "fewer_norms": "move_up_dw"}
         for flag, prerequisite in needs.items():
             if getattr(self, flag) and not getattr(self, prerequisite):
-                raise ValueError(f"{flag}=True needs {prerequisite}=True (the roadmap's order)")
+                raise ValueError(f"{flag}=True needs {prerequisite}=True "
+                                 "(the roadmap's order)")
 
     def diff(self, other: "RoadmapConfig") -> Dict[str, Tuple[Any, Any]]:
         """The fields that differ: ``{name: (self's value, other's value)}``."""
         return {f.name: (getattr(self, f.name), getattr(other, f.name))
-                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+                for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
 
 
 class Shortcut(nn.Sequential):
@@ -84,7 +102,8 @@ class Shortcut(nn.Sequential):
 
 
 class Bottleneck(nn.Module):
-    """ResNet's bottleneck (He et al. 2016, torchvision layout: the stride sits on the kxk conv).
+    """ResNet's bottleneck (He et al. 2016; torchvision's layout: the stride sits on
+    the kxk conv).
 
     1x1 C_in->w, BN, ReLU; kxk w->w (stride s; groups w when depthwise), BN, ReLU;
     1x1 w->4w, BN; add the shortcut; ReLU.  Steps 0-5 of the roadmap.
@@ -92,8 +111,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_dim: int, width: int, stride: int = 1, cfg: RoadmapConfig = RoadmapConfig(),
-                 drop_path: float = 0.0):
+    def __init__(self, in_dim: int, width: int, stride: int = 1,
+                 cfg: RoadmapConfig = RoadmapConfig(), drop_path: float = 0.0):
         super().__init__()
         out_dim, k = self.expansion * width, cfg.kernel_size
         self.conv1 = nn.Conv2d(in_dim, width, 1, bias=False)
@@ -104,7 +123,8 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_dim, 1, bias=False)
         self.bn3 = norm2d(cfg.norm, out_dim)
         self.act = make_act(cfg.act)
-        self.gamma = nn.Parameter(torch.full((out_dim,), cfg.layer_scale)) if cfg.layer_scale else None
+        self.gamma = (nn.Parameter(torch.full((out_dim,), cfg.layer_scale))
+                      if cfg.layer_scale else None)
         self.drop_path = DropPath.make(drop_path)
         self.shortcut = (Shortcut(in_dim, out_dim, stride, cfg.norm)
                          if stride != 1 or in_dim != out_dim else nn.Identity())

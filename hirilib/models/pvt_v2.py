@@ -103,14 +103,15 @@ class Block(nn.Module):
         x = x + DropPath(ConvFFN(LN(x)))     # fc1, [ReLU], DWConv 3x3, GELU, fc2
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, sr_ratio: int = 1,
-                 linear: bool = False, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
-                 pool_size: int = 7, use_sdpa: bool = True):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 sr_ratio: int = 1, linear: bool = False, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6, pool_size: int = 7, use_sdpa: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, sr_ratio=sr_ratio,
-                                       linear=linear, pool_size=pool_size, attn_drop=attn_drop,
+        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias,
+                                       sr_ratio=sr_ratio, linear=linear,
+                                       pool_size=pool_size, attn_drop=attn_drop,
                                        proj_drop=drop, use_sdpa=use_sdpa)
         self.drop_path = DropPath.make(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
