@@ -96,12 +96,17 @@ def subprocess_env() -> dict:
 PYTHON = sys.executable
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``fullmode`` run every chapter's full-mode code paths (minutes on 2
-    cores): they run only when the marker expression names them (``pytest -m fullmode``),
-    so that a plain ``pytest`` stays fast."""
-    if "fullmode" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="full mode at small sizes takes minutes: pytest -m fullmode")
-    for item in items:
-        if "fullmode" in item.keywords:
-            item.add_marker(skip)
+    """Tests that execute the chapters run only when the marker expression names them:
+    ``pytest -m notebook`` (every chapter in quick mode, as the book build executes them)
+    and ``pytest -m fullmode`` (every chapter's full-mode code paths at small sizes,
+    minutes on 2 cores).  A plain ``pytest`` stays fast; the book build executes every
+    chapter anyway and fails on any error."""
+    selected = config.getoption("-m") or ""
+    for marker, how in (("notebook", "the book build executes the chapters; pytest -m notebook"),
+                        ("fullmode", "full mode at small sizes takes minutes: pytest -m fullmode")):
+        if marker in selected:
+            continue
+        skip = pytest.mark.skip(reason=how)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
