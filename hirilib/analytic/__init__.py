@@ -11,6 +11,7 @@ them; ``conventions`` says how they count.  One module per subject: ``layers``
 from .cas_vit import (catm_macs, catm_params, cas_vit_macs, cas_vit_params,
                       cas_vit_stage_sizes)
 from .conventions import BN_PER_ELEMENT, LN_PER_ELEMENT
+from .intensity import op_cost
 from .convnext import conv_cost, convnext_block_macs, convnext_macs
 from .hire_mlp import (hire_block_macs, hire_block_params, hire_mlp_macs, hire_mlp_params,
                        hire_mlp_stage_sizes, hire_mlp_token_mixer_macs, hire_module_macs,
@@ -19,6 +20,7 @@ from .layers import ffn_macs, ffn_params, mha_macs, mha_params
 from .pvt_v2 import pvt_v2_attention_macs, pvt_v2_macs, pvt_v2_params, pvt_v2_stage_sizes
 
 __all__ = [
+    "op_cost",
     "LN_PER_ELEMENT", "BN_PER_ELEMENT", "mha_macs", "mha_params", "ffn_macs", "ffn_params",
     "pvt_v2_params", "pvt_v2_macs", "pvt_v2_attention_macs", "pvt_v2_stage_sizes",
     "convnext_block_macs", "convnext_macs", "conv_cost", "hire_mlp_params", "hire_mlp_macs",

@@ -74,7 +74,8 @@ def register(*exercises: Exercise) -> None:
 def all_exercises() -> List[Exercise]:
     """Every registered exercise, in chapter order."""
     # importing a module registers its exercises
-    from . import attention, cas_vit, convnext, hire_mlp, hiri_vit, pvt_v2, train  # noqa: F401
+    from . import (attention, cas_vit, convnext, cost, hire_mlp, hiri_vit,  # noqa: F401
+                   pvt_v2, train)
 
     return sorted(EXERCISES.values(), key=lambda e: (e.chapter, e.number, e.name))
 

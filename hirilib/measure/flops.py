@@ -200,6 +200,29 @@ def flops_by_module(model: nn.Module, inputs=(1, 3, 224, 224), depth: int = 1,
     return out
 
 
+def flops_by_stage(model: nn.Module, inputs=(1, 3, 224, 224),
+                   handles: Optional[Dict[str, Callable]] = None) -> Dict[str, int]:
+    """Multiply-accumulates of each part of a hierarchical backbone (``stem``, ``stages``,
+    ``head``): ``{"stem": ..., "stage 1": ..., ..., "head": ...}``; anything else at the
+    top level is reported under its own name.  Sums to ``count_flops``."""
+    fa = flop_analysis(model, inputs, handles)
+    prefix = "module." if isinstance(fa._model, _BindArgs) else ""
+    counts = {k[len(prefix):]: int(v) for k, v in fa.by_module().items()
+              if k.startswith(prefix) and k != prefix.rstrip(".")}
+    out: Dict[str, int] = {}
+    for name, n in counts.items():
+        parts = name.split(".")
+        if len(parts) == 1 and name != "stages":
+            out[name] = n
+        elif len(parts) == 2 and parts[0] == "stages":
+            out[f"stage {int(parts[1]) + 1}"] = n
+    total = int(fa.total())
+    rest = total - sum(out.values())
+    if rest:
+        out["other"] = rest
+    return out
+
+
 def count_activations(model: nn.Module, inputs=(1, 3, 224, 224)) -> int:
     """The number of output elements of the convolutions, linear layers and matrix products
     (attention included) of one forward pass: the "activations" of Dollar et al.
