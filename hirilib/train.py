@@ -55,6 +55,8 @@ import torch.nn.functional as F
 #: Checkpoint layout version (bump when its keys change meaning).
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The learning-rate schedules (:func:`lr_for`).
+SCHEDULES = ("cosine", "onecycle")
 LOG_NAME = "log.jsonl"
 
 
@@ -91,9 +93,12 @@ class TrainConfig:
         "'imagenette' (the Hub's parquet export, 160 px), "
         "'imagenette:320px', or a folder of Parquet files in the Hub's schema",
     )
-    res: int = _f(128, "training and validation resolution (px)")
+    res: int = _f(128, "training resolution (px); also validation's unless --val-res")
+    val_res: Optional[int] = _f(
+        None, "validation resolution (px), the whole image resized (default: res)"
+    )
     cache_res: Optional[int] = _f(
-        None, "size the images are decoded to once (default: res)"
+        None, "size the images are decoded to once (default: the larger of the two)"
     )
     train_subset: Optional[int] = _f(
         None, "use only this many training images (spread evenly; for demos and tests)"
@@ -104,7 +109,13 @@ class TrainConfig:
     batch_size: int = _f(128, "global batch (split across processes under torchrun)")
     lr: float = _f(1e-3, "peak learning rate of AdamW")
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine")
-    warmup_epochs: float = _f(1.0, "linear warm-up, in epochs (fractions allowed)")
+    schedule: str = _f(
+        "cosine",
+        "cosine (linear warm-up, then cosine) or onecycle (cosine warm-up from "
+        "lr/25, then cosine: fastai's one-cycle)",
+        choices=SCHEDULES,
+    )
+    warmup_epochs: float = _f(1.0, "warm-up, in epochs (fractions allowed)")
     weight_decay: float = _f(
         0.05, "AdamW's decoupled weight decay (not on norms, biases)"
     )
@@ -144,7 +155,9 @@ class TrainConfig:
     channels_last: Optional[bool] = _f(
         None, "channels-last memory format (default: on a GPU)"
     )
-    compile: bool = _f(False, "torch.compile the model")
+    compile: Optional[bool] = _f(
+        False, "torch.compile the model (unset in a recipe: on a GPU only)"
+    )
     seed: int = _f(
         0, "seed of the initial weights, the data order and the augmentation"
     )
@@ -236,6 +249,66 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     ),
 }
 
+# The Imagenette records (chapter 8, "Chasing the leaderboard"): the fastai leaderboard
+# at 128 px (hirilib.reference.IMAGENETTE_128), random initial weights, the train split
+# only, the whole validation split at 128 px in one centre view.  One model for CPU and
+# GPU: HIRI-ViT-Nano (hirilib.models.hiri_vit.HIRI_VIT_NANO says why it suits 128 px).
+_IMAGENETTE: Dict[str, Any] = dict(
+    model="hiri_vit_nano",
+    model_kwargs={},
+    data="imagenette",  # the Hub; a local copy with --data PATH
+    # trained at 96 px, measured at 128: random-resized crops make objects look larger
+    # in training than in the whole validation image, so a model trained at a lower
+    # resolution sees them at the size it learned (Touvron et al., FixRes, 2019); and
+    # a step at 96 px costs 0.56 of one at 128, so twice as many images fit the time
+    res=96,
+    val_res=128,
+    cache_res=128,
+    batch_size=64,  # many small steps: 147 per epoch (5 epochs: 735)
+    lr=2e-3,
+    min_lr=1e-5,
+    schedule="onecycle",
+    weight_decay=0.05,
+    clip_grad=1.0,
+    label_smoothing=0.1,
+    drop_path_rate=0.0,  # too few epochs to need it
+    min_scale=0.35,  # fastai's imagenette crops
+    hflip=0.5,
+    mixup_alpha=0.8,
+    cutmix_alpha=1.0,
+    mix_prob=1.0,
+    switch_prob=0.5,
+    ema=True,
+    ema_momentum=0.9998,
+    ema_warmup=True,
+    distill=True,  # HIRI-ViT's EMA distillation (Sec. 4.5)
+    distill_alpha=0.5,
+    # speed: bf16 autocast where native (A100, H100), fp16 with a gradient scaler on a
+    # T4, fp32 on a CPU; channels-last and torch.compile on a GPU (unset: by device);
+    # the decoded images live on the GPU (--data-on-device auto) and are augmented there
+    amp="auto",
+    channels_last=None,
+    compile=None,
+    seed=0,
+)
+RECIPES["imagenette_5ep"] = dict(_IMAGENETTE, epochs=5, warmup_epochs=1.25)
+RECIPES["imagenette_20ep"] = dict(_IMAGENETTE, epochs=20, warmup_epochs=5.0)
+
+#: The ablation of the 5-epoch recipe: one lever at a time, the same seeds.  Each entry
+#: is (what changes, the overrides); chapter 8 reads the runs' logs and names each row
+#: by the fields its recipe changed.
+IMAGENETTE_ABLATION: Dict[str, Dict[str, Any]] = {
+    "no EMA distillation": dict(distill=False),
+    "patch embedding (7x7/4 conv) for the Conv-stem": dict(
+        model_kwargs={"stem": "vit"}
+    ),
+    "LN for BN in the early stages": dict(model_kwargs={"norm": "ln"}),
+    "no Mixup/CutMix": dict(mix_prob=0.0),
+    "no label smoothing": dict(label_smoothing=0.0),
+    "cosine with linear warm-up for one-cycle": dict(schedule="cosine"),
+    "warm-up 0.25 epochs for 1.25": dict(warmup_epochs=0.25),
+}
+
 
 def resolve_config(recipe: Optional[str] = None, **overrides) -> TrainConfig:
     """A :class:`TrainConfig` from a named recipe (or the defaults) and overrides; an
@@ -306,6 +379,7 @@ def _json_dict(text: str) -> dict:
 #: argparse types of the numeric fields (ranges checked while parsing)
 _TYPES = {
     "res": _typed(int, 1),
+    "val_res": _typed(int, 1),
     "cache_res": _typed(int, 1),
     "train_subset": _typed(int, 1),
     "val_subset": _typed(int, 1),
@@ -381,6 +455,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def unknown_flag_message(extra: List[str]) -> str:
+    """The one-line error for command-line words ``train`` does not know: the first of
+    them, and every setting (flag) that exists."""
+    names = (f.name for f in dataclasses.fields(TrainConfig))
+    flags = sorted("--" + n.replace("_", "-") for n in names)
+    word = next((w for w in extra if w.startswith("-")), extra[0])
+    what = "setting" if word.startswith("-") else "argument"
+    return (
+        f"python -m hirilib train: unknown {what} {word!r}; the settings are "
+        f"{', '.join(flags)} (see python -m hirilib train --help)"
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config the parsed flags describe (recipe first, then the flags given)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -451,12 +538,13 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
             )
         except TypeError as e:
             raise ConfigError(f"--model-kwargs: {e}") from None
-        try:
-            meta.check_input(
-                torch.empty(1, meta.in_chans, cfg.res, cfg.res, device="meta")
-            )
-        except ValueError as e:
-            raise ConfigError(f"--res {cfg.res}: {e}") from None
+        for flag, r in (("--res", cfg.res), ("--val-res", cfg.val_res)):
+            if r is None:
+                continue
+            try:
+                meta.check_input(torch.empty(1, meta.in_chans, r, r, device="meta"))
+            except ValueError as e:
+                raise ConfigError(f"{flag} {r}: {e}") from None
     for name in ("forward_features", "forward_head"):
         if not callable(getattr(meta, name, None)):
             raise ConfigError(
@@ -498,9 +586,21 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
             f"--amp bf16: {torch.cuda.get_device_name(device)} has no native "
             "bf16; use --amp fp16 (with a gradient scaler) or auto"
         )
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(
+            f"unknown schedule {cfg.schedule!r}; the schedules are "
+            f"{', '.join(SCHEDULES)}"
+        )
     out = Path(cfg.out or f"runs/{cfg.model}")
     _check_out(out, cfg.resume)
-    return dataclasses.replace(cfg, out=str(out), cache_res=cfg.cache_res or cfg.res)
+    val_res = cfg.val_res or cfg.res
+    return dataclasses.replace(
+        cfg,
+        out=str(out),
+        val_res=val_res,
+        cache_res=cfg.cache_res or max(cfg.res, val_res),
+        compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
+    )
 
 
 def _native_bf16(device: torch.device) -> bool:
@@ -542,6 +642,50 @@ def lr_at(
     span = max(1, total_steps - warmup_steps)
     t = min(1.0, (step - warmup_steps) / span)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def onecycle_lr(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float = 0.0,
+    div: float = 25.0,
+) -> float:
+    """fastai's one-cycle schedule (Smith 2018, as ``fit_one_cycle`` runs it): a half
+    cosine *up* from ``base_lr / div`` to ``base_lr`` over ``warmup_steps``, then the
+    same half cosine down to ``min_lr`` as :func:`lr_at`.
+
+        step < W: lr = a + (base - a) * (1 - cos(pi * (step + 1) / W)) / 2, a = base/div
+
+    Unlike the linear warm-up it starts from a useful rate and lingers near the peak.
+    (fastai also cycles Adam's beta1 from 0.95 to 0.85 and back; we keep 0.9.)
+
+    >>> [round(onecycle_lr(s, 10, 4, 1.0), 3) for s in range(10)]
+    [0.181, 0.52, 0.859, 1.0, 1.0, 0.933, 0.75, 0.5, 0.25, 0.067]
+    """
+    if step < warmup_steps:
+        a, t = base_lr / div, (step + 1) / warmup_steps
+        return a + (base_lr - a) * 0.5 * (1 - math.cos(math.pi * t))
+    return lr_at(step, total_steps, warmup_steps, base_lr, min_lr)
+
+
+def lr_for(
+    schedule: str,
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float = 0.0,
+) -> float:
+    """The learning rate of ``step`` under a named schedule (:data:`SCHEDULES`)."""
+    if schedule == "cosine":
+        return lr_at(step, total_steps, warmup_steps, base_lr, min_lr)
+    if schedule == "onecycle":
+        return onecycle_lr(step, total_steps, warmup_steps, base_lr, min_lr)
+    raise ConfigError(
+        f"unknown schedule {schedule!r}; the schedules are {', '.join(SCHEDULES)}"
+    )
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -861,7 +1005,10 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         "date": start["date"],
         "command": start["command"],
         "model": cfg["model"],
+        "recipe": cfg.get("recipe"),
+        "config": cfg,
         "res": cfg["res"],
+        "val_res": cfg.get("val_res") or cfg["res"],
         "batch_size": cfg["batch_size"],
         "epochs_planned": cfg["epochs"],
         "seed": cfg["seed"],
@@ -871,13 +1018,17 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         "world_size": start["world_size"],
         "params": start["model"]["params"],
         "gmacs_per_image": gmacs,
+        "gmacs_per_image_val": start["model"].get("gmacs_per_image_val", gmacs),
         "epochs": epochs,
+        "final": epochs[-1] if epochs else None,
         "img_s": img_s,
         "data_wait": (
             statistics.median(r["data_wait"] for r in steps) if steps else None
         ),
         "peak_macs_per_s": start["peak_macs_per_s"],
         "wall_seconds": max((r.get("time", 0) for r in records), default=0),
+        "train_seconds": sum(e.get("train_seconds", 0) for e in epochs),
+        "eval_seconds": sum(e.get("eval_seconds", 0) for e in epochs),
     }
     if gmacs and img_s:
         train_macs = passes * gmacs * 1e9
@@ -887,6 +1038,47 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
             fraction_of_peak=img_s * train_macs / start["peak_macs_per_s"],
             bound_img_s=start["peak_macs_per_s"] / train_macs,
         )
+    return out
+
+
+def mean_std(values) -> tuple:
+    """The mean and the sample standard deviation (n - 1; 0 for a single value) of a
+    list of numbers: how the book reports a metric over seeds, never the best seed.
+
+    >>> mean_std([80.0, 82.0, 84.0])
+    (82.0, 2.0)
+    """
+    import statistics
+
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), sd
+
+
+#: Fields that say where, how fast or on which copy of the data a run ran, not what
+#: it trained: ignored when a run is compared with its recipe.
+_NOT_THE_RECIPE = ("data", "seed", "compile", "channels_last", "amp", "cache_res")
+
+
+def recipe_changes(config: Dict[str, Any], recipe: str) -> Dict[str, tuple]:
+    """What a run's logged ``config`` changed from the named recipe: ``{field: (the
+    recipe's value, the run's)}`` over the fields that define what is trained (the
+    seed, the data's location and the speed settings excluded).  Empty: the run *is*
+    the recipe; one entry: a one-lever ablation."""
+    base = resolve_config(recipe)
+    base = dataclasses.replace(base, val_res=base.val_res or base.res)  # as validated
+    out = {}
+    for k, v in base.recipe_fields().items():
+        if k in _NOT_THE_RECIPE or k not in config:
+            continue
+        if config[k] != v:
+            out[k] = (v, config[k])
+    if config.get("model_kwargs") and "model_kwargs" in out:
+        del out["model_kwargs"]  # one entry per changed constructor argument
+        for k, v in config["model_kwargs"].items():
+            out[f"model_kwargs.{k}"] = (None, v)
     return out
 
 
@@ -1029,18 +1221,18 @@ def _start_record(
     from hirilib.measure.results import environment
 
     device = dist.device
-    try:
-        gmacs = (
-            count_flops(
-                blank_model(
-                    cfg.model, num_classes=data.num_classes, **cfg.model_kwargs
-                ),
-                (1, 3, cfg.res, cfg.res),
+
+    def gmacs_at(res: int) -> Optional[float]:
+        try:
+            blank = blank_model(
+                cfg.model, num_classes=data.num_classes, **cfg.model_kwargs
             )
-            / 1e9
-        )
-    except Exception:  # an op the counter does not know
-        gmacs = None
+            return count_flops(blank, (1, 3, res, res)) / 1e9
+        except Exception:  # an op the counter does not know
+            return None
+
+    gmacs = gmacs_at(cfg.res)
+    val_gmacs = gmacs if cfg.val_res in (None, cfg.res) else gmacs_at(cfg.val_res)
     n_train = data.train_labels.numel()
     return {
         "type": "resume" if cfg.resume else "start",
@@ -1061,7 +1253,11 @@ def _start_record(
             "cache": Path(data.cache_path).name if data.cache_path else None,
             "load_seconds": round(data.load_seconds, 2),
         },
-        "model": {"params": count_params(model), "gmacs_per_image": gmacs},
+        "model": {
+            "params": count_params(model),
+            "gmacs_per_image": gmacs,  # at the training resolution
+            "gmacs_per_image_val": val_gmacs,  # at the validation resolution
+        },
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "warmup_steps": warmup_steps,
@@ -1285,7 +1481,7 @@ def train(
             dist.world,
         )
         t1 = timer.mark()
-        lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+        lr = lr_for(cfg.schedule, step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
         for g in optimizer.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
@@ -1369,7 +1565,7 @@ def train(
                 model,
                 data.val_images,
                 data.val_labels,
-                cfg.res,
+                cfg.val_res,
                 dist,
                 cfg.eval_batch_size,
                 autocast,
@@ -1390,7 +1586,7 @@ def train(
                     ema,
                     data.val_images,
                     data.val_labels,
-                    cfg.res,
+                    cfg.val_res,
                     dist,
                     cfg.eval_batch_size,
                     autocast,
