@@ -595,7 +595,7 @@ def test_recipes_resolve_and_accept_overrides():
     cfg = T.resolve_config("imagenette_cpu", seed=3, res=96)
     assert cfg.model == "pvt_v2_b0" and cfg.seed == 3 and cfg.res == 96
     assert cfg.recipe == "imagenette_cpu"
-    with pytest.raises(T.ConfigError, match="the recipes are imagenette_cpu"):
+    with pytest.raises(T.ConfigError, match="the recipes are .*imagenette_cpu"):
         T.resolve_config("nope")
     with pytest.raises(T.ConfigError, match="unknown training setting 'lr_max'"):
         T.resolve_config(lr_max=1.0)
