@@ -61,7 +61,8 @@ def test_the_record_recipes_follow_the_rules():
     validation; 5 and 20 epochs of the same recipe (the same model on CPU and GPU)."""
     five, twenty = (T.resolve_config(n) for n in RECORDS)
     for cfg in (five, twenty):
-        assert cfg.model == "hiri_vit_nano" and cfg.res <= 128 and cfg.val_res == 128
+        assert cfg.model == "hiri_vit_nano" and cfg.val_res == 128
+        assert cfg.res <= 128 and cfg.final_res <= 128
         assert cfg.train_subset is None and cfg.val_subset is None
         assert cfg.amp == "auto" and cfg.channels_last is None and cfg.compile is None
     assert (five.epochs, twenty.epochs) == (5, 20)
@@ -70,9 +71,10 @@ def test_the_record_recipes_follow_the_rules():
         for k, v in five.recipe_fields().items()
         if twenty.recipe_fields()[k] != v
     }
-    assert diff == {"epochs", "warmup_epochs"}
-    # the warm-up is the same fraction of the run (one-cycle's pct_start)
+    assert diff == {"epochs", "warmup_epochs", "final_epochs"}
+    # the warm-up and the last epochs at 128 px are the same fractions of the run
     assert five.warmup_epochs / 5 == twenty.warmup_epochs / 20
+    assert five.final_epochs / 5 == twenty.final_epochs / 20
 
 
 def test_overrides_replace_single_fields_and_are_named_as_changes():
@@ -154,13 +156,15 @@ def test_mean_std_is_over_seeds():
 def test_the_5_epoch_recipe_on_a_tiny_set_lowers_the_loss(
     parquet_set, cache_dir, tmp_path
 ):
-    """The recipe (one-cycle, EMA distillation, validation at a higher resolution
-    than training) on 64 coloured squares at 32 px; without Mixup/CutMix, whose mixed
-    targets keep the loss high whatever the model learns."""
+    """The recipe (one-cycle, EMA distillation, progressive resizing, validation at a
+    higher resolution than most training) on 64 coloured squares at 32 and 64 px;
+    without Mixup/CutMix, whose mixed targets keep the loss high whatever the model
+    learns."""
     cfg = T.resolve_config(
         "imagenette_5ep",
         data=str(parquet_set),
         res=32,
+        final_res=64,
         val_res=64,
         cache_res=64,
         mix_prob=0.0,
@@ -178,13 +182,17 @@ def test_the_5_epoch_recipe_on_a_tiny_set_lowers_the_loss(
     assert start["config"]["recipe"] == "imagenette_5ep"
     assert start["config"]["val_res"] == 64 and start["config"]["cache_res"] == 64
     assert start["model"]["gmacs_per_image_val"] > start["model"]["gmacs_per_image"]
-    steps = [r["loss"] for r in log if r["type"] == "step"]
-    assert len(steps) == 24
+    records = [r for r in log if r["type"] == "step"]
+    # progressive resizing: the last epoch (steps 21-24) at final_res
+    assert [r["res"] for r in records] == [32] * 20 + [64] * 4
+    steps = [r["loss"] for r in records]
     first, last = sum(steps[:4]) / 4, sum(steps[-4:]) / 4
     assert last < 0.8 * first, (first, last)
     s = T.log_summary(log)
     assert s["val_res"] == 64 and s["final"]["epoch"] == 6
     assert s["final"]["val_top1"] > 25  # better than chance (4 classes)
+    # the recipe evaluates the EMA after the last epoch only
+    assert ["ema_val_top1" in e for e in s["epochs"]] == [False] * 5 + [True]
 
 
 # ------------------------------------------------------------------ the committed logs
@@ -218,7 +226,7 @@ def test_a_committed_record_log_has_what_the_chapter_reads(path):
     s = T.log_summary(records)
     assert [e["epoch"] for e in s["epochs"]] == list(range(1, cfg["epochs"] + 1))
     for e in s["epochs"]:
-        assert 0 <= e["val_top1"] <= e["val_top5"] <= 100
-        assert 0 <= e["ema_val_top1"] <= 100 and e["train_seconds"] > 0
+        assert 0 <= e["val_top1"] <= e["val_top5"] <= 100 and e["train_seconds"] > 0
+    assert 0 <= s["final"]["ema_val_top1"] <= 100  # the EMA, after the last epoch
     assert s["params"] > 0 and s["gmacs_per_image_val"] > 0 and s["img_s"] > 0
     assert s["wall_seconds"] > 0 and records[-1]["type"] == "end"
