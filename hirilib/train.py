@@ -1103,6 +1103,27 @@ def mean_std(values) -> tuple:
     return statistics.fmean(values), sd
 
 
+def recipe_command(recipe: str, seed: int = 0, out: Optional[str] = None,
+                   **overrides) -> str:
+    """The command line that runs a named recipe with a seed and overrides (how the
+    book prints the runs it owes).
+
+    >>> print(recipe_command("imagenette_5ep", 1, distill=False))
+    python -m hirilib train --recipe imagenette_5ep --seed 1 --no-distill
+    """
+    resolve_config(recipe, **overrides)  # unknown fields: the usual error
+    words = "python -m hirilib train --recipe".split() + [recipe, "--seed", str(seed)]
+    for k, v in overrides.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            words.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            words += [flag, json.dumps(v) if isinstance(v, (dict, list)) else str(v)]
+    if out:
+        words += ["--out", out]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 #: Fields that say where, how fast or on which copy of the data a run ran, not what
 #: it trained: ignored when a run is compared with its recipe.
 _NOT_THE_RECIPE = ("data", "seed", "compile", "channels_last", "amp", "cache_res")
