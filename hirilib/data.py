@@ -33,7 +33,6 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from hirilib.atomic import atomic_torch_save
 
 #: The Hub copy: repository, the parquet export's revision, and its configs.
 HUB_REPO = "frgfm/imagenette"
@@ -445,27 +446,6 @@ def cache_path(
         else f"-sub{train_subset or 'all'}x{val_subset or 'all'}"
     )
     return Path(cache_dir or default_cache_dir()) / f"{stem}-{size}px{sub}-{digest}.pt"
-
-
-def atomic_torch_save(obj, path: Path) -> Path:
-    """``torch.save`` through a temporary file in the same folder, flushed, synced and
-    renamed over ``path``: a reader (or a killed writer) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def load_data(
