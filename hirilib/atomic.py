@@ -32,6 +32,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None],
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # as an ordinary file (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         try:
