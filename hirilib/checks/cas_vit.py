@@ -316,17 +316,23 @@ def _reference(name):
 
 register(
     Exercise("MySpatialOperator", 5, 1, check_spatial_operator,
+             summary="CAS-ViT's spatial gate x * sigmoid(1x1(ReLU(BN(DW3x3(x))))), "
+                     "computed from its weights",
              reference=_reference("SpatialOperator"),
              mistakes={"a softmax over the positions in place of the sigmoid":
                        lambda: _SpatialSoftmax,
                        "the gate itself instead of x times the gate":
                            lambda: _SpatialGateOnly}),
     Exercise("MyChannelOperator", 5, 2, check_channel_operator,
+             summary="CAS-ViT's channel gate x * sigmoid(1x1(mean over H, W)), "
+                     "computed from its weights",
              reference=_reference("ChannelOperator"),
              mistakes={"a softmax over the channels in place of the sigmoid":
                        lambda: _ChannelSoftmax,
                        "max pooling in place of the mean": lambda: _ChannelMaxPool}),
     Exercise("MyCATM", 5, 3, check_catm,
+             summary="the additive token mixer proj(dwc(Phi_q(q) + Phi_k(k)) * v), "
+                     "computed from its weights",
              reference=_reference("ConvolutionalAdditiveTokenMixer"),
              mistakes={"the same weights for Q and K": lambda: _CATMSharedPhi,
                        "phi_q applied to both":
@@ -336,6 +342,7 @@ register(
                        "a softmax left in":
                            lambda: _catm_class(_catm_softmax_forward)}),
     Exercise("catm_macs", 5, 4, check_catm_macs, reference=lambda: analytic.catm_macs,
+             summary="the MACs of a CATM on an H x W map, against count_flops",
              mistakes={"BatchNorm counted at 4 per element": lambda: _catm_macs_bn4,
                        "one context mapping instead of two":
                            lambda: _catm_macs_one_phi}),

@@ -121,6 +121,14 @@ class _HRBlockLayerNorm(_HRBlockBilinear):
         return x + self.high(x) + low
 
 
+class _HRBlockNoResidual(_HRBlockBilinear):
+    """A typical mistake: the two branches without the input added back."""
+
+    def forward(self, x):
+        return self.high(x) + F.interpolate(self.low(x), size=x.shape[-2:],
+                                            mode="nearest")
+
+
 # ----------------------------------------------------------------------------- IRDS-b
 
 
@@ -249,15 +257,21 @@ def _reference_hr_stem_macs():
 
 register(
     Exercise("MyHRBlock", 6, 1, check_hr_block, reference=_reference_hr_block,
+             summary="HIRI-ViT's HR-block x + high(x) + repeat(low(x)), loaded with "
+                     "the reference block's weights",
              mistakes={
                  "bilinear interpolation instead of repetition":
                      lambda: _HRBlockBilinear,
-                 "LayerNorm where BatchNorm belongs": lambda: _HRBlockLayerNorm}),
-    Exercise("MyIRDSb", 6, 2, check_irds_b, reference=_reference_irds_b, mistakes={
+                 "LayerNorm where BatchNorm belongs": lambda: _HRBlockLayerNorm,
+                 "no residual": lambda: _HRBlockNoResidual}),
+    Exercise("MyIRDSb", 6, 2, check_irds_b, reference=_reference_irds_b,
+             summary="IRDS-b, inverted residual and average-pool shortcut, loaded with "
+                     "the reference's weights", mistakes={
         "without the downsampling shortcut": lambda: _IRDSbNoShortcut,
-        "IRDS-b without the downsampling shortcut": lambda: _IRDSbShortcutUnused,
+        "the output is conv(x)": lambda: _IRDSbShortcutUnused,
         "a norm and activation after every conv": lambda: _IRDSbEveryNorm}),
     Exercise("hr_stem_macs", 6, 3, check_hr_stem_macs,
+             summary="the MACs of the HR-stem at any input size, against count_flops",
              reference=_reference_hr_stem_macs, mistakes={
                  "the depthwise conv counted as a dense conv":
                      lambda: partial(_hr_stem_macs, dense_dw=True),

@@ -386,6 +386,7 @@ register(
         8,
         1,
         check_warmup_cosine_lr,
+        summary="the learning rate per step: linear warm-up, then a cosine to min_lr",
         reference=_lr_reference,
         mistakes={
             "the cosine spanning all the steps": lambda: _cosine_over_all_steps,
@@ -398,6 +399,7 @@ register(
         8,
         2,
         check_cutmix_mask,
+        summary="CutMix's box mask, and the lambda of the box as clipped to the image",
         reference=_cutmix_reference,
         mistakes={
             "lambda not recomputed after clipping": lambda: _cutmix_unclipped_lambda,
@@ -410,6 +412,7 @@ register(
         8,
         3,
         check_ema_update,
+        summary="the EMA of the weights and BatchNorm statistics, in place",
         reference=_ema_reference,
         mistakes={
             "m and 1 - m swapped": lambda: _ema_swapped,
@@ -421,6 +424,8 @@ register(
         8,
         4,
         check_distillation_target,
+        summary="EMA distillation's target: the teacher's maps mixed by the mask, "
+        "pooled, mixed with the labels",
         reference=_distill_reference,
         mistakes={
             "pooling before mixing": lambda: _distill_pool_first,
