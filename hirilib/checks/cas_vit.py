@@ -96,6 +96,8 @@ def check_spatial_operator(cls) -> None:
                 x * _positions_softmax(logits),
             "no ReLU after the BatchNorm": x * torch.sigmoid(
                 F.conv2d(z, to_one.weight, to_one.bias)),
+            "the BatchNorm left out of forward (DW conv straight into the ReLU)":
+                x * torch.sigmoid(F.conv2d(F.relu(dw(x)), to_one.weight, to_one.bias)),
         }
         assert_close(got, x * torch.sigmoid(logits), "S(x)", mistakes=mistakes)
 
@@ -109,6 +111,17 @@ class _SpatialSoftmax(nn.Module):
     def forward(self, x):
         g = self.op.gate
         return x * _positions_softmax(g[1](g[0](x)))
+
+
+class _SpatialWithoutBN(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        from hirilib.models.cas_vit import SpatialOperator
+        self.op = SpatialOperator(dim)
+
+    def forward(self, x):
+        conv_norm_act, to_one = self.op.gate[0], self.op.gate[1]
+        return x * torch.sigmoid(to_one(conv_norm_act.act(conv_norm_act.conv(x))))
 
 
 class _SpatialGateOnly(nn.Module):
@@ -322,7 +335,8 @@ register(
              mistakes={"a softmax over the positions in place of the sigmoid":
                        lambda: _SpatialSoftmax,
                        "the gate itself instead of x times the gate":
-                           lambda: _SpatialGateOnly}),
+                           lambda: _SpatialGateOnly,
+                       "the BatchNorm left out of forward": lambda: _SpatialWithoutBN}),
     Exercise("MyChannelOperator", 5, 2, check_channel_operator,
              summary="CAS-ViT's channel gate x * sigmoid(1x1(mean over H, W)), "
                      "computed from its weights",

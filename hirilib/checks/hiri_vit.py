@@ -208,17 +208,18 @@ class _IRDSbEveryNorm(_IRDSbShortcutUnused):
 # ------------------------------------------------------------------- the HR-stem's cost
 
 
-def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False):
-    """The HR-stem's MACs, optionally with a known mistake (for the messages)."""
+def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False, bn=2):
+    """The HR-stem's MACs, optionally with a known mistake (for the messages); ``bn``
+    is what a BatchNorm costs per element."""
     H2, W2, H4, W4 = H // 2, W // 2, H // 4, W // 4
     n2, n4 = H2 * W2, H4 * W4
-    first = n2 * 27 * hidden + 2 * n2 * hidden
+    first = n2 * 27 * hidden + bn * n2 * hidden
     dw = n2 * 9 * hidden * (hidden if dense_dw else 1)
-    high = dw + 2 * n2 * hidden + n4 * 9 * hidden * dim
+    high = dw + bn * n2 * hidden + n4 * 9 * hidden * dim
     nl = n2 if low_at_half else n4
-    low = nl * 9 * hidden * dim + 2 * nl * dim + nl * 9 * dim * dim + 2 * nl * dim
+    low = nl * 9 * hidden * dim + bn * nl * dim + nl * 9 * dim * dim + bn * nl * dim
     low += nl * dim * dim
-    return first + high + low + 2 * n4 * dim
+    return first + high + low + bn * n4 * dim
 
 
 def check_hr_stem_macs(fn) -> None:
@@ -237,6 +238,8 @@ def check_hr_stem_macs(fn) -> None:
                 _hr_stem_macs(H, W, dim, hidden, dense_dw=True),
             "the low-resolution branch counted at H/2 (its first conv has stride 2)":
                 _hr_stem_macs(H, W, dim, hidden, low_at_half=True),
+            "the BatchNorms left out (2 per element each)":
+                _hr_stem_macs(H, W, dim, hidden, bn=0),
         })
 
 
@@ -276,5 +279,6 @@ register(
                  "the depthwise conv counted as a dense conv":
                      lambda: partial(_hr_stem_macs, dense_dw=True),
                  "the low-resolution branch counted at H/2":
-                     lambda: partial(_hr_stem_macs, low_at_half=True)}),
+                     lambda: partial(_hr_stem_macs, low_at_half=True),
+                 "the BatchNorms left out": lambda: partial(_hr_stem_macs, bn=0)}),
 )

@@ -44,6 +44,13 @@ def _warmup_from_zero(step, total, warm, base, low):
     return _schedule(step, total, warm, base, low)
 
 
+def _cosine_one_step_short(step, total, warm, base, low):
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / (total - warm - 1)
+    return low + 0.5 * (base - low) * (1 + math.cos(math.pi * progress))
+
+
 def _to_zero(step, total, warm, base, low):
     return _schedule(step, total, warm, base, 0.0)
 
@@ -58,6 +65,9 @@ def check_warmup_cosine_lr(fn: Callable) -> None:
             _warmup_from_zero
         ),
         "a cosine that decays to 0 instead of min_lr": _to_zero,
+        "a cosine that reaches min_lr at the last step (T - W - 1 instead of T - W)": (
+            _cosine_one_step_short
+        ),
     }
     for total, warm, base, low in _SCHEDULES:
         got = torch.tensor(
@@ -392,6 +402,7 @@ register(
             "the cosine spanning all the steps": lambda: _cosine_over_all_steps,
             "a warm-up starting from 0": lambda: _warmup_from_zero,
             "decays to 0 instead of min_lr": lambda: _to_zero,
+            "reaches min_lr at the last step": lambda: _cosine_one_step_short,
         },
     ),
     Exercise(
