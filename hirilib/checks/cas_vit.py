@@ -270,6 +270,11 @@ def _catm_softmax_forward(self, x):
     return self.proj(self.dwc(_positions_softmax(self.phi_q(q) + self.phi_k(k))) * v)
 
 
+def _catm_multiplied_forward(self, x):
+    q, k, v = self.qkv(x).chunk(3, dim=1)
+    return self.proj(self.dwc(self.phi_q(q) * self.phi_k(k)) * v)
+
+
 class _CATMSharedPhi(nn.Module):
     """One context mapping for Q and K: the count is one Phi short."""
 
@@ -354,7 +359,9 @@ register(
                        "the channel operator before the spatial one":
                            lambda: _catm_class(_catm_channel_first_forward),
                        "a softmax left in":
-                           lambda: _catm_class(_catm_softmax_forward)}),
+                           lambda: _catm_class(_catm_softmax_forward),
+                       "multiplied instead of added":
+                           lambda: _catm_class(_catm_multiplied_forward)}),
     Exercise("catm_macs", 5, 4, check_catm_macs, reference=lambda: analytic.catm_macs,
              summary="the MACs of a CATM on an H x W map, against count_flops",
              mistakes={"BatchNorm counted at 4 per element": lambda: _catm_macs_bn4,

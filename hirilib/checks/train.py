@@ -65,7 +65,7 @@ def check_warmup_cosine_lr(fn: Callable) -> None:
             _warmup_from_zero
         ),
         "a cosine that decays to 0 instead of min_lr": _to_zero,
-        "a cosine that reaches min_lr at the last step (T - W - 1 instead of T - W)": (
+        "a cosine that reaches min_lr one step early (T - W - 1 instead of T - W)": (
             _cosine_one_step_short
         ),
     }
@@ -402,7 +402,7 @@ register(
             "the cosine spanning all the steps": lambda: _cosine_over_all_steps,
             "a warm-up starting from 0": lambda: _warmup_from_zero,
             "decays to 0 instead of min_lr": lambda: _to_zero,
-            "reaches min_lr at the last step": lambda: _cosine_one_step_short,
+            "reaches min_lr one step early": lambda: _cosine_one_step_short,
         },
     ),
     Exercise(
