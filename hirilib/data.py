@@ -222,27 +222,15 @@ def hub_unreachable_message(source: Source, why: str, reachable: bool = False) -
 
 
 def progress_bar(iterable=None, **kwargs):
-    """A tqdm progress bar that suits where the code runs: on a terminal, tqdm's text
-    bar on stderr; in a notebook, the widget bar where ipywidgets is installed (Colab,
-    Jupyter), else a text bar on stdout that redraws at most every 10 s (a built book's
-    pages keep a notebook's stderr out, and its build treats stderr as a warning)."""
-    import sys
+    """A tqdm progress bar that suits where the code runs (``tqdm.auto``): the widget
+    bar in a notebook with ipywidgets (Colab, Jupyter), otherwise tqdm's text bar on
+    standard error, which a book chapter keeps off its page with the cell tag
+    ``remove-stderr``.  tqdm's warning about a missing ipywidgets is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
-    if "ipykernel" in sys.modules:
-        try:
-            import ipywidgets  # noqa: F401
-            from tqdm.notebook import tqdm
-
-            return tqdm(iterable, **kwargs)
-        except ImportError:
-            from tqdm import tqdm
-
-            kwargs.setdefault("mininterval", 10.0)
-            kwargs.pop("dynamic_ncols", None)
-            return tqdm(iterable, file=sys.stdout, ncols=88, **kwargs)
-    from tqdm import tqdm
-
-    return tqdm(iterable, **kwargs)
+        return tqdm(iterable, **kwargs)
 
 
 def decode_resize(data: bytes, size: int) -> torch.Tensor:
