@@ -33,7 +33,6 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from hirilib.atomic import atomic_torch_save
 
 #: The Hub copy: repository, the parquet export's revision, and its configs.
 HUB_REPO = "frgfm/imagenette"
@@ -221,27 +222,15 @@ def hub_unreachable_message(source: Source, why: str, reachable: bool = False) -
 
 
 def progress_bar(iterable=None, **kwargs):
-    """A tqdm progress bar that suits where the code runs: on a terminal, tqdm's text
-    bar on stderr; in a notebook, the widget bar where ipywidgets is installed (Colab,
-    Jupyter), else a text bar on stdout that redraws at most every 10 s (a built book's
-    pages keep a notebook's stderr out, and its build treats stderr as a warning)."""
-    import sys
+    """A tqdm progress bar that suits where the code runs (``tqdm.auto``): the widget
+    bar in a notebook with ipywidgets (Colab, Jupyter), otherwise tqdm's text bar on
+    standard error, which a book chapter keeps off its page with the cell tag
+    ``remove-stderr``.  tqdm's warning about a missing ipywidgets is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
-    if "ipykernel" in sys.modules:
-        try:
-            import ipywidgets  # noqa: F401
-            from tqdm.notebook import tqdm
-
-            return tqdm(iterable, **kwargs)
-        except ImportError:
-            from tqdm import tqdm
-
-            kwargs.setdefault("mininterval", 10.0)
-            kwargs.pop("dynamic_ncols", None)
-            return tqdm(iterable, file=sys.stdout, ncols=88, **kwargs)
-    from tqdm import tqdm
-
-    return tqdm(iterable, **kwargs)
+        return tqdm(iterable, **kwargs)
 
 
 def decode_resize(data: bytes, size: int) -> torch.Tensor:
@@ -445,27 +434,6 @@ def cache_path(
         else f"-sub{train_subset or 'all'}x{val_subset or 'all'}"
     )
     return Path(cache_dir or default_cache_dir()) / f"{stem}-{size}px{sub}-{digest}.pt"
-
-
-def atomic_torch_save(obj, path: Path) -> Path:
-    """``torch.save`` through a temporary file in the same folder, flushed, synced and
-    renamed over ``path``: a reader (or a killed writer) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def load_data(

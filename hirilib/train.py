@@ -943,7 +943,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> Path:
     """Write ``state`` atomically (temporary file, fsync, rename)."""
-    from hirilib.data import atomic_torch_save
+    from hirilib.atomic import atomic_torch_save
 
     return atomic_torch_save(state, path)
 
@@ -980,7 +980,7 @@ class RunLog:
         be run again) and any end record."""
         if not self.enabled or not self.path.is_file():
             return
-        from hirilib.measure.results import atomic_write_text
+        from hirilib.atomic import atomic_write_text
 
         keep = []
         for line in self.path.read_text().splitlines():

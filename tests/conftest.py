@@ -100,13 +100,13 @@ def pytest_collection_modifyitems(config, items):
     ``pytest -m notebook`` (every chapter in quick mode, as the book build executes them)
     and ``pytest -m fullmode`` (every chapter's full-mode code paths at small sizes,
     minutes on 2 cores).  A plain ``pytest`` stays fast; the book build executes every
-    chapter anyway and fails on any error."""
+    chapter anyway and fails on any error.  The full-mode tests carry both markers: they
+    run with ``-m fullmode`` (and not with ``-m notebook``, which is quick mode only)."""
     selected = config.getoption("-m") or ""
-    for marker, how in (("notebook", "the book build executes the chapters; pytest -m notebook"),
-                        ("fullmode", "full mode at small sizes takes minutes: pytest -m fullmode")):
-        if marker in selected:
-            continue
-        skip = pytest.mark.skip(reason=how)
-        for item in items:
-            if marker in item.keywords:
-                item.add_marker(skip)
+    reasons = {"notebook": "the book build executes the chapters; pytest -m notebook",
+               "fullmode": "full mode at small sizes takes minutes: pytest -m fullmode"}
+    for item in items:
+        gate = ("fullmode" if "fullmode" in item.keywords
+                else "notebook" if "notebook" in item.keywords else None)
+        if gate is not None and gate not in selected:
+            item.add_marker(pytest.mark.skip(reason=reasons[gate]))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -62,7 +63,8 @@ def test_table_is_html_for_the_page_and_text_elsewhere():
     t = table([("B0", 3.67), ("B1", 14.01)], ["model", "params (M)"])
     html = t.data
     assert html.startswith('<table class="hirilib-table">') and "<th" in html
-    assert 'text-align:right">3.67' in html           # numbers are right-aligned
+    assert re.search(r'text-align:right;[^"]*">3\.67<', html)  # numbers right-aligned
+    assert re.search(r'<td style="[^"]*padding', html)  # columns never run together
     assert "|" not in html                             # no Markdown table syntax
     assert repr(t).splitlines()[0] == "model  params (M)"
 

@@ -75,14 +75,34 @@ def test_code_fits_the_page(nb):
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_progress_bars_stay_off_the_page(nb):
-    """A cell that shows a progress bar (tqdm writes it to stderr) is tagged
-    ``remove-stderr``: the bar is for whoever runs the notebook, and the book would
-    otherwise print every state it went through (or fail the build on stderr)."""
+    """A cell that shows a progress bar is tagged ``remove-stderr``: the bar is for
+    whoever runs the notebook, and the book would otherwise print every state it went
+    through (or fail the build on stderr).  Every bar of the book is tqdm's, on standard
+    error (``from tqdm.auto import tqdm``, or a ``hirilib`` function's ``progress=True``);
+    a bar on standard output would be printed on the page, whatever the tag."""
     for i, c in enumerate(_cells(nb)):
         src = "".join(c["source"])
-        if c["cell_type"] == "code" and re.search(r"\btqdm\(|progress=True", src):
+        if c["cell_type"] != "code":
+            continue
+        if re.search(r"\b(tqdm|trange)\(|progress=True", src):
             assert "remove-stderr" in c.get("metadata", {}).get("tags", []), (
                 f"{nb.name} cell {i} shows a progress bar: tag it remove-stderr")
+        assert not re.search(r"file\s*=\s*sys\.stdout", src), (
+            f"{nb.name} cell {i} draws a progress bar on stdout: it would be on the page")
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
+def test_exercises_are_the_registered_ones(nb):
+    """Each chapter grades exactly the exercises registered for it, in their order, each
+    after its stub: the instructors' page lists the registry, the students read this."""
+    from hirilib.checks import all_exercises
+
+    chapter = int(nb.name[:2])
+    registered = [ex.name for ex in all_exercises() if ex.chapter == chapter]
+    graded = [m.group(1) for c in _cells(nb) if c["cell_type"] == "code"
+              for m in re.finditer(r'^grade\("(\w+)", (\w+)\)', "".join(c["source"]), re.M)
+              if m.group(1) == m.group(2)]
+    assert graded == registered, f"{nb.name} grades {graded}; registered: {registered}"
 
 
 def _execute(nb: Path) -> None:

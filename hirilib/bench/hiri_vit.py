@@ -4,7 +4,6 @@ HIRI-ViT-S with LN before every CFFN, with BN, and with the BNs folded (Sec. 4.4
 
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 from typing import Any, Dict, List, Mapping, Sequence
 
@@ -103,9 +102,8 @@ def resolution_sweep(models: Mapping[str, str] = MODELS,
             warnings.simplefilter("ignore")
             from tqdm.auto import tqdm
 
-            # on stdout: a page built from the notebook treats stderr as a warning
-            jobs = tqdm(jobs, desc="models x resolutions", mininterval=5,
-                        file=sys.stdout)
+        # on stderr, as every bar of the book (a chapter's cell tags it remove-stderr)
+        jobs = tqdm(jobs, desc="models x resolutions")
     records, built = [], {}
     for label, name, res in jobs:
         if name not in built:

@@ -4,9 +4,14 @@ one line), ``table`` (a real table), ``import_timm`` (timm's model code, for
 comparisons) and ``plot`` (one figure style).
 
 ``glue(name, value)`` stores a number computed in a chapter so that the prose
-can quote it with ``{glue:text}`name``` (myst-nb): the text then cannot drift
-from the code.  Outside a book build (Colab, Jupyter) myst-nb may be absent,
-and the call does nothing.
+can quote it with ``{glue:text}`name``` (myst-nb), and a phrase (a string) so that
+the prose can quote it with ``{glue:md}`name```: the text then cannot drift from the
+code.  Outside a book build (Colab, Jupyter) myst-nb may be absent, and the call
+does nothing.
+
+Progress bars are tqdm's (``from tqdm.auto import tqdm``): a widget where ipywidgets
+is installed, otherwise a text bar on standard error, which a chapter's cell keeps off
+the page with the tag ``remove-stderr`` (``CONTRIBUTING.md``).
 """
 
 from __future__ import annotations
@@ -152,29 +157,6 @@ def table(rows, header, align=None, caption=None):
             return text
 
     return _Table(markup)
-
-
-def progress(iterable, desc=None, total=None, **kwargs):
-    """A tqdm progress bar for a slow loop in a chapter: the notebook widget where
-    ``ipywidgets`` is installed (Jupyter, Colab), otherwise tqdm's text bar on standard
-    output, so that a book build (which treats anything on standard error as a warning)
-    records the finished bar instead of failing.  ``tqdm.auto`` is imported only in the
-    first case: without ipywidgets it warns, on standard error, as it is imported.
-
-    >>> list(progress(range(3), desc="demo", disable=True))
-    [0, 1, 2]
-    """
-    import importlib.util
-    import sys
-
-    if importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, total=total, **kwargs)
-    from tqdm import tqdm
-    kwargs.setdefault("file", sys.stdout)
-    kwargs.setdefault("mininterval", 60.0)   # the start and the finished bar, little else
-    kwargs.setdefault("ascii", True)
-    return tqdm(iterable, desc=desc, total=total, **kwargs)
 
 
 # ----------------------------------------------------------------------------- timm

@@ -96,6 +96,8 @@ def check_spatial_operator(cls) -> None:
                 x * _positions_softmax(logits),
             "no ReLU after the BatchNorm": x * torch.sigmoid(
                 F.conv2d(z, to_one.weight, to_one.bias)),
+            "the BatchNorm left out of forward (DW conv straight into the ReLU)":
+                x * torch.sigmoid(F.conv2d(F.relu(dw(x)), to_one.weight, to_one.bias)),
         }
         assert_close(got, x * torch.sigmoid(logits), "S(x)", mistakes=mistakes)
 
@@ -109,6 +111,17 @@ class _SpatialSoftmax(nn.Module):
     def forward(self, x):
         g = self.op.gate
         return x * _positions_softmax(g[1](g[0](x)))
+
+
+class _SpatialWithoutBN(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        from hirilib.models.cas_vit import SpatialOperator
+        self.op = SpatialOperator(dim)
+
+    def forward(self, x):
+        conv_norm_act, to_one = self.op.gate[0], self.op.gate[1]
+        return x * torch.sigmoid(to_one(conv_norm_act.act(conv_norm_act.conv(x))))
 
 
 class _SpatialGateOnly(nn.Module):
@@ -257,6 +270,11 @@ def _catm_softmax_forward(self, x):
     return self.proj(self.dwc(_positions_softmax(self.phi_q(q) + self.phi_k(k))) * v)
 
 
+def _catm_multiplied_forward(self, x):
+    q, k, v = self.qkv(x).chunk(3, dim=1)
+    return self.proj(self.dwc(self.phi_q(q) * self.phi_k(k)) * v)
+
+
 class _CATMSharedPhi(nn.Module):
     """One context mapping for Q and K: the count is one Phi short."""
 
@@ -316,17 +334,24 @@ def _reference(name):
 
 register(
     Exercise("MySpatialOperator", 5, 1, check_spatial_operator,
+             summary="CAS-ViT's spatial gate x * sigmoid(1x1(ReLU(BN(DW3x3(x))))), "
+                     "computed from its weights",
              reference=_reference("SpatialOperator"),
              mistakes={"a softmax over the positions in place of the sigmoid":
                        lambda: _SpatialSoftmax,
                        "the gate itself instead of x times the gate":
-                           lambda: _SpatialGateOnly}),
+                           lambda: _SpatialGateOnly,
+                       "the BatchNorm left out of forward": lambda: _SpatialWithoutBN}),
     Exercise("MyChannelOperator", 5, 2, check_channel_operator,
+             summary="CAS-ViT's channel gate x * sigmoid(1x1(mean over H, W)), "
+                     "computed from its weights",
              reference=_reference("ChannelOperator"),
              mistakes={"a softmax over the channels in place of the sigmoid":
                        lambda: _ChannelSoftmax,
                        "max pooling in place of the mean": lambda: _ChannelMaxPool}),
     Exercise("MyCATM", 5, 3, check_catm,
+             summary="the additive token mixer proj(dwc(Phi_q(q) + Phi_k(k)) * v), "
+                     "computed from its weights",
              reference=_reference("ConvolutionalAdditiveTokenMixer"),
              mistakes={"the same weights for Q and K": lambda: _CATMSharedPhi,
                        "phi_q applied to both":
@@ -334,8 +359,11 @@ register(
                        "the channel operator before the spatial one":
                            lambda: _catm_class(_catm_channel_first_forward),
                        "a softmax left in":
-                           lambda: _catm_class(_catm_softmax_forward)}),
+                           lambda: _catm_class(_catm_softmax_forward),
+                       "multiplied instead of added":
+                           lambda: _catm_class(_catm_multiplied_forward)}),
     Exercise("catm_macs", 5, 4, check_catm_macs, reference=lambda: analytic.catm_macs,
+             summary="the MACs of a CATM on an H x W map, against count_flops",
              mistakes={"BatchNorm counted at 4 per element": lambda: _catm_macs_bn4,
                        "one context mapping instead of two":
                            lambda: _catm_macs_one_phi}),

@@ -149,10 +149,13 @@ def _max_batch_without_optimizer(params, activation_bytes_per_image, budget_byte
 register(
     Exercise("conv_intensity", 7, 1, check_conv_intensity, reference=lambda: _intensity,
              mistakes={"MACs counted instead of FLOPs": lambda: _intensity_as_macs,
-                       "elements counted instead of bytes": lambda: _intensity_in_elements}),
+                       "elements counted instead of bytes": lambda: _intensity_in_elements},
+             summary="FLOPs per byte of a k x k convolution, depthwise or dense, fp32"),
     Exercise("fraction_of_peak", 7, 2, check_fraction_of_peak, reference=lambda: _achieved,
-             mistakes={"MACs taken for FLOPs": lambda: _fraction_with_macs}),
+             mistakes={"MACs taken for FLOPs": lambda: _fraction_with_macs},
+             summary="achieved FLOP/s of a timed model as a fraction of the device's peak"),
     Exercise("max_batch", 7, 3, check_max_batch, reference=lambda: _max_batch,
              mistakes={"the optimizer's two states per weight left out":
-                       lambda: _max_batch_without_optimizer}),
+                       lambda: _max_batch_without_optimizer},
+             summary="the largest training batch that fits a memory budget, AdamW states counted"),
 )

@@ -207,6 +207,16 @@ def _fold_strided(x, p):
     return rearrange(x, "b c (p g) w -> b (c p) g w", p=p)
 
 
+def _fold_position_major(x, p):
+    from einops import rearrange
+    return rearrange(x, "b c (g p) w -> b (p c) g w", p=p)
+
+
+def _roll_the_wrong_way(x, p, step, mlp):
+    from hirilib.models import hire_mlp as hm
+    return hm.region_mixing(x, p, -step, mlp)          # rolled up first, then down
+
+
 def _shift_not_restored(x, p, step, mlp):
     from hirilib.models import hire_mlp as hm
     H = x.shape[2]
@@ -274,19 +284,29 @@ def _reference_macs():
 
 register(
     Exercise("inner_region_rearrange", 4, 1, check_inner_region_rearrange,
+             summary="Hire-MLP's fold: regions of p rows into the channels, against "
+                     "index arithmetic",
              reference=_reference("inner_region_rearrange"),
-             mistakes={"'(p g)' instead of '(g p)'": lambda: _fold_strided}),
+             mistakes={"'(p g)' instead of '(g p)'": lambda: _fold_strided,
+                       "'(p c)' instead of '(c p)'": lambda: _fold_position_major}),
     Exercise("region_mixing", 4, 2, check_region_mixing,
+             summary="one region branch: shift, circular padding, fold, MLP, unfold, "
+                     "crop, shift back",
              reference=_reference("region_mixing"),
              mistakes={"shift not restored": lambda: _shift_not_restored,
                        "padding before the shift": lambda: _pad_before_shift,
+                       "the roll the wrong way": lambda: _roll_the_wrong_way,
                        "fold order mixed up": lambda: _strided_region_mixing}),
     Exercise("fuse_branches", 4, 3, check_fuse_branches,
+             summary="split attention: a softmax over the three branches from "
+                     "interleaved logits",
              reference=_reference_fuse_branches,
              mistakes={"softmax over the channels": lambda: _softmax_over_channels,
                        "read branch-major": lambda: _branch_major,
                        "plain sum": lambda: (lambda h, w, c, logits: h + w + c)}),
     Exercise("hire_module_macs", 4, 4, check_hire_module_macs,
+             summary="the MACs of a Hire module, its padding included, against "
+                     "count_flops",
              reference=_reference_macs,
              mistakes={"no padding": lambda: _macs_no_padding,
                        "bottleneck of C*p/2": lambda: _macs_wide_bottleneck}),

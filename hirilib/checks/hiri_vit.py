@@ -121,6 +121,14 @@ class _HRBlockLayerNorm(_HRBlockBilinear):
         return x + self.high(x) + low
 
 
+class _HRBlockNoResidual(_HRBlockBilinear):
+    """A typical mistake: the two branches without the input added back."""
+
+    def forward(self, x):
+        return self.high(x) + F.interpolate(self.low(x), size=x.shape[-2:],
+                                            mode="nearest")
+
+
 # ----------------------------------------------------------------------------- IRDS-b
 
 
@@ -200,17 +208,18 @@ class _IRDSbEveryNorm(_IRDSbShortcutUnused):
 # ------------------------------------------------------------------- the HR-stem's cost
 
 
-def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False):
-    """The HR-stem's MACs, optionally with a known mistake (for the messages)."""
+def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False, bn=2):
+    """The HR-stem's MACs, optionally with a known mistake (for the messages); ``bn``
+    is what a BatchNorm costs per element."""
     H2, W2, H4, W4 = H // 2, W // 2, H // 4, W // 4
     n2, n4 = H2 * W2, H4 * W4
-    first = n2 * 27 * hidden + 2 * n2 * hidden
+    first = n2 * 27 * hidden + bn * n2 * hidden
     dw = n2 * 9 * hidden * (hidden if dense_dw else 1)
-    high = dw + 2 * n2 * hidden + n4 * 9 * hidden * dim
+    high = dw + bn * n2 * hidden + n4 * 9 * hidden * dim
     nl = n2 if low_at_half else n4
-    low = nl * 9 * hidden * dim + 2 * nl * dim + nl * 9 * dim * dim + 2 * nl * dim
+    low = nl * 9 * hidden * dim + bn * nl * dim + nl * 9 * dim * dim + bn * nl * dim
     low += nl * dim * dim
-    return first + high + low + 2 * n4 * dim
+    return first + high + low + bn * n4 * dim
 
 
 def check_hr_stem_macs(fn) -> None:
@@ -229,6 +238,8 @@ def check_hr_stem_macs(fn) -> None:
                 _hr_stem_macs(H, W, dim, hidden, dense_dw=True),
             "the low-resolution branch counted at H/2 (its first conv has stride 2)":
                 _hr_stem_macs(H, W, dim, hidden, low_at_half=True),
+            "the BatchNorms left out (2 per element each)":
+                _hr_stem_macs(H, W, dim, hidden, bn=0),
         })
 
 
@@ -249,18 +260,25 @@ def _reference_hr_stem_macs():
 
 register(
     Exercise("MyHRBlock", 6, 1, check_hr_block, reference=_reference_hr_block,
+             summary="HIRI-ViT's HR-block x + high(x) + repeat(low(x)), loaded with "
+                     "the reference block's weights",
              mistakes={
                  "bilinear interpolation instead of repetition":
                      lambda: _HRBlockBilinear,
-                 "LayerNorm where BatchNorm belongs": lambda: _HRBlockLayerNorm}),
-    Exercise("MyIRDSb", 6, 2, check_irds_b, reference=_reference_irds_b, mistakes={
+                 "LayerNorm where BatchNorm belongs": lambda: _HRBlockLayerNorm,
+                 "no residual": lambda: _HRBlockNoResidual}),
+    Exercise("MyIRDSb", 6, 2, check_irds_b, reference=_reference_irds_b,
+             summary="IRDS-b, inverted residual and average-pool shortcut, loaded with "
+                     "the reference's weights", mistakes={
         "without the downsampling shortcut": lambda: _IRDSbNoShortcut,
-        "IRDS-b without the downsampling shortcut": lambda: _IRDSbShortcutUnused,
+        "the output is conv(x)": lambda: _IRDSbShortcutUnused,
         "a norm and activation after every conv": lambda: _IRDSbEveryNorm}),
     Exercise("hr_stem_macs", 6, 3, check_hr_stem_macs,
+             summary="the MACs of the HR-stem at any input size, against count_flops",
              reference=_reference_hr_stem_macs, mistakes={
                  "the depthwise conv counted as a dense conv":
                      lambda: partial(_hr_stem_macs, dense_dw=True),
                  "the low-resolution branch counted at H/2":
-                     lambda: partial(_hr_stem_macs, low_at_half=True)}),
+                     lambda: partial(_hr_stem_macs, low_at_half=True),
+                 "the BatchNorms left out": lambda: partial(_hr_stem_macs, bn=0)}),
 )

@@ -44,6 +44,13 @@ def _warmup_from_zero(step, total, warm, base, low):
     return _schedule(step, total, warm, base, low)
 
 
+def _cosine_one_step_short(step, total, warm, base, low):
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / (total - warm - 1)
+    return low + 0.5 * (base - low) * (1 + math.cos(math.pi * progress))
+
+
 def _to_zero(step, total, warm, base, low):
     return _schedule(step, total, warm, base, 0.0)
 
@@ -58,6 +65,9 @@ def check_warmup_cosine_lr(fn: Callable) -> None:
             _warmup_from_zero
         ),
         "a cosine that decays to 0 instead of min_lr": _to_zero,
+        "a cosine that reaches min_lr one step early (T - W - 1 instead of T - W)": (
+            _cosine_one_step_short
+        ),
     }
     for total, warm, base, low in _SCHEDULES:
         got = torch.tensor(
@@ -455,11 +465,13 @@ register(
         8,
         1,
         check_warmup_cosine_lr,
+        summary="the learning rate per step: linear warm-up, then a cosine to min_lr",
         reference=_lr_reference,
         mistakes={
             "the cosine spanning all the steps": lambda: _cosine_over_all_steps,
             "a warm-up starting from 0": lambda: _warmup_from_zero,
             "decays to 0 instead of min_lr": lambda: _to_zero,
+            "reaches min_lr one step early": lambda: _cosine_one_step_short,
         },
     ),
     Exercise(
@@ -467,6 +479,7 @@ register(
         8,
         2,
         check_cutmix_mask,
+        summary="CutMix's box mask, and the lambda of the box as clipped to the image",
         reference=_cutmix_reference,
         mistakes={
             "lambda not recomputed after clipping": lambda: _cutmix_unclipped_lambda,
@@ -479,6 +492,7 @@ register(
         8,
         3,
         check_ema_update,
+        summary="the EMA of the weights and BatchNorm statistics, in place",
         reference=_ema_reference,
         mistakes={
             "m and 1 - m swapped": lambda: _ema_swapped,
@@ -490,6 +504,8 @@ register(
         8,
         4,
         check_distillation_target,
+        summary="EMA distillation's target: the teacher's maps mixed by the mask, "
+        "pooled, mixed with the labels",
         reference=_distill_reference,
         mistakes={
             "pooling before mixing": lambda: _distill_pool_first,

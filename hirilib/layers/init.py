@@ -30,7 +30,7 @@ def fan_out_init(module: nn.Module, std: float = 0.02) -> None:
     normal(0, sqrt(2 / fan_out)) with fan_out = k*k*C_out/groups (He init, fan-out
     mode), biases 0; norms' weights 1, biases 0.  Apply with
     ``model.apply(fan_out_init)``.
-    (``hirilib.models.pvt_v2.init_weights`` is the same rule.)
+    PVTv2 (chapter 2) uses it.
     """
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=std)

@@ -16,11 +16,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+
+from hirilib.atomic import atomic_write_text
 
 from .timing import device_name
 
@@ -75,28 +76,6 @@ def check_overwrite(path: str | os.PathLike, device_type: str, force: bool = Fal
         raise ResultsError(f"{path} holds a GPU measurement ({old.get('device')}, "
                            f"{str(old.get('date', ''))[:10]}); a {device_type.upper()} run will "
                            f"not replace it. Write elsewhere with --out, or pass --force")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a unique temporary file in the same folder,
-    flushed and synced, then renamed over ``path``; on failure the temporary is removed
-    and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def save_results(path: str | os.PathLike, records: List[Dict[str, Any]],

@@ -196,4 +196,5 @@ def device_name(device: str | torch.device | None = None) -> str:
                     break
     except OSError:
         pass
-    return f"CPU: {cpu} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU: {cpu} ({n} thread{'s' if n != 1 else ''})"

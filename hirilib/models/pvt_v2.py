@@ -45,11 +45,11 @@ import torch.nn as nn
 from einops import rearrange
 
 from hirilib.layers import (ConvFFN, DropPath, MultiHeadAttention, OverlapPatchEmbed,
-                            check_image, check_int, check_model_args, check_positive_ints,
-                            drop_path_schedule)
+                            check_image, check_int, check_model_args,
+                            check_positive_ints, drop_path_schedule, fan_out_init)
 from hirilib.registry import register_model
 
-__all__ = ["PyramidVisionTransformerV2", "PVTv2Stage", "Block", "init_weights",
+__all__ = ["PyramidVisionTransformerV2", "PVTv2Stage", "Block",
            "PVT_V2_CONFIGS", "convert_state_dict"]
 
 # ----------------------------------------------------------------------------- variants
@@ -73,28 +73,6 @@ for _cfg in PVT_V2_CONFIGS.values():
     _cfg.setdefault("linear", False)
 
 # ----------------------------------------------------------------------------- modules
-
-def init_weights(m: nn.Module) -> None:
-    """The official initialisation (applied to every submodule with ``apply``).
-
-    Linear: truncated normal, std 0.02, bias 0.  LayerNorm: weight 1, bias 0.
-    Conv2d: normal(0, sqrt(2 / fan_out)), fan_out = k*k*C_out/groups, bias 0
-    (this covers the patch embeddings, the reduction convs and the depthwise
-    convs of the FFN).
-    """
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-
 
 class Block(nn.Module):
     """PVTv2 encoder block: pre-norm attention and ConvFFN, each residual.
@@ -205,7 +183,7 @@ class PyramidVisionTransformerV2(nn.Module):
                 pool_size=pool_size, use_sdpa=use_sdpa))
             cur += depths[i]
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_weights)
+        self.apply(fan_out_init)  # the official initialisation (hirilib.layers.init)
 
     # -- which inputs work ---------------------------------------------------------------
 
@@ -279,7 +257,7 @@ class PyramidVisionTransformerV2(nn.Module):
         """A fresh (officially initialised) head for ``num_classes`` classes."""
         self.num_classes = check_int("num_classes", num_classes, 0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(init_weights)
+        self.head.apply(fan_out_init)
 
 
 # ----------------------------------------------------------------------------- checkpoints

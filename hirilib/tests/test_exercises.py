@@ -30,6 +30,19 @@ def test_checks_name_known_mistakes(ex, phrase, capsys):
     assert phrase in out, out
 
 
+@pytest.mark.parametrize("ex", EXERCISES, ids=lambda e: f"ch{e.chapter}-{e.number}-{e.name}")
+def test_exercise_has_a_one_line_summary(ex):
+    """The instructors' page lists every exercise with what it asks, in one short line
+    (a check's docstring is the whole specification, too long for that table)."""
+    assert ex.summary and "\n" not in ex.summary and len(ex.summary) <= 100, ex.summary
+
+
+def test_exercises_are_numbered_in_order():
+    for chapter in {ex.chapter for ex in EXERCISES}:
+        numbers = [ex.number for ex in EXERCISES if ex.chapter == chapter]
+        assert numbers == list(range(1, len(numbers) + 1)), (chapter, numbers)
+
+
 def test_grade_reports_a_crash_in_one_line(capsys):
     class Crashes:
         def __init__(self, *args, **kwargs):
