@@ -497,7 +497,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config the parsed flags describe (recipe first, then the flags given)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and k != "recipe"}
-    return resolve_config(getattr(args, "recipe", None), **given)
+    recipe = getattr(args, "recipe", None)
+    if given.get("resume") and recipe is None and "model" not in given:
+        # ``--resume --out RUN`` alone: the run's own settings, from its log
+        previous = _settings_of_run(Path(given.get("out") or "."))
+        if previous is not None:
+            recipe = previous.pop("recipe", None)
+            previous.update(given)
+            given = previous
+    return resolve_config(recipe, **given)
+
+
+#: Settings of how (not what) a run trains, which a resume takes from its own flags.
+_PER_INVOCATION = ("resume", "stop_after_steps", "out", "progress", "device", "workers")
+
+
+def _settings_of_run(out: Path) -> Optional[Dict[str, Any]]:
+    """The settings a run in ``out`` started with (its log's first record), less those
+    that belong to one invocation; None when there is no readable log."""
+    path = out / LOG_NAME
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as f:
+            first = json.loads(f.readline())
+        config = dict(first["config"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in config.items() if k in names and k not in _PER_INVOCATION}
 
 
 # ------------------------------------------------------------------------ validation
@@ -545,6 +573,11 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
     from hirilib.registry import get_entry
     from hirilib.runtime import resolve_device
 
+    if cfg.model is None and cfg.resume:
+        raise ConfigError(
+            f"--resume: no run to continue in --out {cfg.out or '.'} (it has no "
+            f"{LOG_NAME}); give --out the folder of the run"
+        )
     if cfg.model is None:
         raise ConfigError(
             "--model is required (python -m hirilib list names them), or "

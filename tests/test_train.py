@@ -350,9 +350,10 @@ def test_killed_mid_epoch_and_resumed_gives_bit_identical_weights(
     parquet_set, cache_dir, tmp_path
 ):
     """4 steps an epoch; checkpoints at steps 3, 4, 6 and 8; the run is killed (SIGKILL)
-    after step 7, mid-epoch, and resumed from step 6.  Model, EMA and optimizer state
-    then equal those of an uninterrupted run bit for bit (drop-path on, so the random
-    states must be restored too; EMA distillation on)."""
+    after step 7, mid-epoch, and resumed from step 6 by ``--resume --out`` alone (the
+    settings come from the run's log).  Model, EMA and optimizer state then equal those
+    of an uninterrupted run bit for bit (drop-path on, so the random states must be
+    restored too; EMA distillation on)."""
     from hirilib.data import load_data
 
     load_data(str(parquet_set), 32, cache_dir=cache_dir, progress=False)  # cache exists
@@ -370,7 +371,8 @@ def test_killed_mid_epoch_and_resumed_gives_bit_identical_weights(
     )
     assert killed.returncode in (-9, 137), killed.stderr[-2000:]
     assert torch.load(cut / "checkpoint.pt", weights_only=True)["step"] == 6
-    _run(_args(parquet_set, cache_dir, cut) + ["--resume"])
+    # the short form: the run's settings come from its own log
+    _run(["--resume", "--out", str(cut), "--no-progress", "--device", "cpu"])
     assert p_full.wait(timeout=300) == 0, p_full.stderr.read()[-2000:]
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(cut / "checkpoint.pt", weights_only=True)
