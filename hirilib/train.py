@@ -1188,6 +1188,23 @@ def recipe_changes(config: Dict[str, Any], recipe: str) -> Dict[str, tuple]:
     return out
 
 
+def ablation_lever(config: Dict[str, Any], recipe: str = "imagenette_5ep") -> str:
+    """Which row of :data:`IMAGENETTE_ABLATION` a run's logged ``config`` is: ``""``
+    for the recipe itself, the lever's name for a one-lever run; a ``ConfigError`` for
+    a run that is neither."""
+    changes = recipe_changes(config, recipe)
+    if not changes:
+        return ""
+    for lever, overrides in IMAGENETTE_ABLATION.items():
+        expected = recipe_changes(resolve_config(recipe, **overrides).as_dict(), recipe)
+        if changes == expected:
+            return lever
+    raise ConfigError(
+        f"a run of {recipe} that changes {', '.join(sorted(changes))} is not one of "
+        f"the ablation's levers ({'; '.join(IMAGENETTE_ABLATION)})"
+    )
+
+
 # =========================================================================== evaluation
 
 

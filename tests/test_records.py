@@ -95,6 +95,7 @@ def test_each_ablation_changes_one_lever(lever):
     overrides = T.IMAGENETTE_ABLATION[lever]
     cfg = T.resolve_config("imagenette_5ep", **overrides)
     assert len(T.recipe_changes(cfg.as_dict(), "imagenette_5ep")) == 1
+    assert T.ablation_lever(cfg.as_dict()) == lever  # the chapter names the row so
     with torch.device("meta"):  # the model builds with the lever's arguments
         hirilib.create_model(cfg.model, num_classes=10, **cfg.model_kwargs)
 
@@ -206,6 +207,11 @@ def test_the_committed_records_are_there():
                 and not T.recipe_changes(s["config"], name)]
     assert len({s["seed"] for s in plain("imagenette_5ep")}) >= 3
     assert len(plain("imagenette_20ep")) >= 1
+    first = min(s["seed"] for s in plain("imagenette_5ep"))
+    levers = {T.ablation_lever(s["config"]) for s in runs
+              if s["recipe"] == "imagenette_5ep" and s["seed"] == first}
+    missing = set(T.IMAGENETTE_ABLATION) - levers
+    assert not missing, f"no run of the levers {sorted(missing)} with seed {first}"
 
 
 @pytest.mark.parametrize("path", LOGS, ids=lambda p: p.name)
@@ -228,3 +234,11 @@ def test_a_committed_record_log_has_what_the_chapter_reads(path):
     assert 0 <= s["final"]["ema_val_top1"] <= 100  # the EMA, after the last epoch
     assert s["params"] > 0 and s["gmacs_per_image_val"] > 0 and s["img_s"] > 0
     assert s["wall_seconds"] > 0 and records[-1]["type"] == "end"
+
+
+def test_a_run_that_is_neither_the_recipe_nor_a_lever_is_named_as_such():
+    plain = T.resolve_config("imagenette_5ep", seed=3).as_dict()
+    assert T.ablation_lever(plain) == ""
+    two = T.resolve_config("imagenette_5ep", distill=False, label_smoothing=0.0)
+    with pytest.raises(T.ConfigError, match="changes distill, label_smoothing"):
+        T.ablation_lever(two.as_dict())
