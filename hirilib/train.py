@@ -1042,11 +1042,27 @@ def _json_default(v):
     return float(v)
 
 
+#: Settings added after some committed logs were written, with the value that gives the
+#: behaviour of the code that wrote them (a log without the field ran that way).
+_ADDED_SETTINGS = {"val_res": None, "final_res": None, "final_epochs": 0,
+                   "schedule": "cosine", "eval_ema": "every"}
+
+
 def read_log(path) -> List[Dict[str, Any]]:
-    """The records of a run's log (``log.jsonl`` or a copy under book/results/)."""
-    return [
+    """The records of a run's log (``log.jsonl`` or a copy under book/results/).  A
+    start record written before a setting existed gets that setting's earlier
+    behaviour (``_ADDED_SETTINGS``), and the names filled in under ``"filled"``."""
+    records = [
         json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()
     ]
+    for r in records:
+        if r.get("type") == "start" and "config" in r:
+            missing = [k for k in _ADDED_SETTINGS if k not in r["config"]]
+            for k in missing:
+                r["config"][k] = _ADDED_SETTINGS[k]
+            if missing:
+                r["filled"] = missing
+    return records
 
 
 def find_run_logs(prefix: str = "train_") -> Dict[str, Path]:

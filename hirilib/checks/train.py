@@ -516,7 +516,7 @@ register(
     Exercise(
         "onecycle_lr",
         8,
-        7,
+        5,
         check_onecycle_lr,
         reference=_onecycle_reference,
         mistakes={
@@ -524,5 +524,6 @@ register(
             "a warm-up from 0 instead of base / 25": lambda: _onecycle_from_zero,
             "1 + cos instead of 1 - cos": lambda: _onecycle_down,
         },
+        summary="the one-cycle learning rate: a half-cosine warm-up from base/25, then cosine",
     ),
 )
