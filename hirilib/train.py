@@ -1099,7 +1099,8 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     passes = 4 if cfg["distill"] else 3
     img_s = statistics.median(r["img_s"] for r in steps) if steps else None
     out = {
-        "device": start["device"],
+        # logs written before device_name's fix say '(1 threads)'
+        "device": start["device"].replace("(1 threads)", "(1 thread)"),
         "device_type": start["device_type"],
         "torch": start["torch"],
         "date": start["date"],
