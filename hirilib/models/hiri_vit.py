@@ -528,9 +528,9 @@ for _cfg in HIRI_VIT_CONFIGS.values():
 #:   8, 4), so the stages are fewer and the budget goes into width (32 -> 256);
 #: * a Conv-stem (Table 7 row 5: +0.4% over the ViT-stem) with no middle convs: two
 #:   stride-2 3x3 convs with BN (3 -> 16 -> 32), the cheapest stem that still sees
-#:   overlapping 3x3 neighbourhoods (the middle convs, at 64 x 64, would cost about a
-#:   third of the training step on a CPU); chapter 8's ablation measures it against
-#:   the ViT-stem;
+#:   overlapping 3x3 neighbourhoods (two middle convs at 64 x 64, stem_mid=2, would
+#:   be 17% of the model's FLOPs at 128 px); chapter 8's ablation sets it against the
+#:   ViT-stem;
 #: * BN + CFFN blocks in the two early stages (Table 7 rows 2-4: no attention on big
 #:   maps, BN instead of LN), whose depthwise conv gives the locality a small dataset
 #:   cannot teach a transformer in a few epochs;
