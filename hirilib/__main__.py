@@ -193,7 +193,14 @@ def _cmd_train(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.cmd == "train":  # name what exists, in one line
+            from hirilib.train import unknown_flag_message
+
+            raise UsageError(unknown_flag_message(extra))
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.argv = argv
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # hirilib's errors say what works: one line

@@ -55,6 +55,8 @@ import torch.nn.functional as F
 #: Checkpoint layout version (bump when its keys change meaning).
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The learning-rate schedules (:func:`lr_for`).
+SCHEDULES = ("cosine", "onecycle")
 LOG_NAME = "log.jsonl"
 
 
@@ -91,9 +93,18 @@ class TrainConfig:
         "'imagenette' (the Hub's parquet export, 160 px), "
         "'imagenette:320px', or a folder of Parquet files in the Hub's schema",
     )
-    res: int = _f(128, "training and validation resolution (px)")
+    res: int = _f(128, "training resolution (px); also validation's unless --val-res")
+    val_res: Optional[int] = _f(
+        None, "validation resolution (px), the whole image resized (default: res)"
+    )
+    final_res: Optional[int] = _f(
+        None,
+        "progressive resizing: the last --final-epochs epochs train at this "
+        "resolution (default: res throughout)",
+    )
+    final_epochs: int = _f(0, "how many of the last epochs train at --final-res")
     cache_res: Optional[int] = _f(
-        None, "size the images are decoded to once (default: res)"
+        None, "size the images are decoded to once (default: the larger of the two)"
     )
     train_subset: Optional[int] = _f(
         None, "use only this many training images (spread evenly; for demos and tests)"
@@ -104,7 +115,13 @@ class TrainConfig:
     batch_size: int = _f(128, "global batch (split across processes under torchrun)")
     lr: float = _f(1e-3, "peak learning rate of AdamW")
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine")
-    warmup_epochs: float = _f(1.0, "linear warm-up, in epochs (fractions allowed)")
+    schedule: str = _f(
+        "cosine",
+        "cosine (linear warm-up, then cosine) or onecycle (cosine warm-up from "
+        "lr/25, then cosine: fastai's one-cycle)",
+        choices=SCHEDULES,
+    )
+    warmup_epochs: float = _f(1.0, "warm-up, in epochs (fractions allowed)")
     weight_decay: float = _f(
         0.05, "AdamW's decoupled weight decay (not on norms, biases)"
     )
@@ -144,7 +161,9 @@ class TrainConfig:
     channels_last: Optional[bool] = _f(
         None, "channels-last memory format (default: on a GPU)"
     )
-    compile: bool = _f(False, "torch.compile the model")
+    compile: Optional[bool] = _f(
+        False, "torch.compile the model (unset in a recipe: on a GPU only)"
+    )
     seed: int = _f(
         0, "seed of the initial weights, the data order and the augmentation"
     )
@@ -180,6 +199,13 @@ class TrainConfig:
     )
     log_every: int = _f(10, "write a step record every N steps", kind="run")
     eval_batch_size: int = _f(256, "batch for validation", kind="run")
+    eval_ema: str = _f(
+        "every",
+        "evaluate the EMA after every epoch, or only after the last (half the "
+        "validation time on a CPU)",
+        kind="run",
+        choices=("every", "last"),
+    )
     workers: Optional[int] = _f(
         None, "threads decoding images (once, into the cache)", kind="run"
     )
@@ -234,6 +260,76 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         clip_grad=1.0,
         seed=0,
     ),
+}
+
+# The Imagenette records (chapter 8, "Chasing the leaderboard"): the fastai leaderboard
+# at 128 px (hirilib.reference.IMAGENETTE_128), random initial weights, the train split
+# only, the whole validation split at 128 px in one centre view.  One model for CPU and
+# GPU: HIRI-ViT-Nano (hirilib.models.hiri_vit.HIRI_VIT_NANO says why it suits 128 px).
+_IMAGENETTE: Dict[str, Any] = dict(
+    model="hiri_vit_nano",
+    model_kwargs={},
+    data="imagenette",  # the Hub; a local copy with --data PATH
+    # progressive resizing: 96 px for the first 80% of the epochs (a step costs 0.56 of
+    # one at 128), 128 px for the last 20%: a model trained at 96 px only and measured
+    # at 128 lost 6 points of top-1 to the change of scale (chapter 8)
+    res=96,
+    final_res=128,
+    val_res=128,
+    cache_res=128,
+    batch_size=64,  # many small steps: 147 per epoch (5 epochs: 735)
+    lr=2e-3,
+    min_lr=1e-5,
+    schedule="onecycle",
+    weight_decay=0.05,
+    clip_grad=1.0,
+    label_smoothing=0.1,
+    drop_path_rate=0.0,  # too few epochs to need it
+    min_scale=0.35,  # fastai's imagenette crops
+    hflip=0.5,
+    # no Mixup/CutMix: in 5 epochs their mixed targets slow learning more than they
+    # regularise (the ablation turns them on: mix_prob=1 with these alphas)
+    mixup_alpha=0.8,
+    cutmix_alpha=1.0,
+    mix_prob=0.0,
+    switch_prob=0.5,
+    ema=True,
+    ema_momentum=0.9998,
+    ema_warmup=True,
+    # HIRI-ViT's EMA distillation (Sec. 4.5); without CutMix the teacher's per-location
+    # probabilities on the unmixed batch, pooled, are half of the target
+    distill=True,
+    distill_alpha=0.5,
+    # speed: bf16 autocast where native (A100, H100), fp16 with a gradient scaler on a
+    # T4, fp32 on a CPU; channels-last and torch.compile on a GPU (unset: by device);
+    # the decoded images live on the GPU (--data-on-device auto) and are augmented there
+    amp="auto",
+    channels_last=None,
+    compile=None,
+    seed=0,
+    eval_ema="last",  # the student's curve every epoch, the EMA's top-1 at the end
+)
+RECIPES["imagenette_5ep"] = dict(
+    _IMAGENETTE, epochs=5, warmup_epochs=1.25, final_epochs=1
+)
+RECIPES["imagenette_20ep"] = dict(
+    _IMAGENETTE, epochs=20, warmup_epochs=5.0, final_epochs=4
+)
+
+#: The ablation of the 5-epoch recipe: one lever at a time, the same seeds.  Each entry
+#: is (what changes, the overrides); chapter 8 reads the runs' logs and names each row
+#: by the fields its recipe changed.
+IMAGENETTE_ABLATION: Dict[str, Dict[str, Any]] = {
+    "no EMA distillation": dict(distill=False),
+    "patch embedding (7x7/4 conv) for the Conv-stem": dict(
+        model_kwargs={"stem": "vit"}
+    ),
+    "LN for BN in the early stages": dict(model_kwargs={"norm": "ln"}),
+    "Mixup/CutMix on every batch": dict(mix_prob=1.0),
+    "no label smoothing": dict(label_smoothing=0.0),
+    "cosine with linear warm-up for one-cycle": dict(schedule="cosine"),
+    "warm-up 0.25 epochs for 1.25": dict(warmup_epochs=0.25),
+    "96 px throughout (no progressive resizing)": dict(final_epochs=0),
 }
 
 
@@ -306,6 +402,9 @@ def _json_dict(text: str) -> dict:
 #: argparse types of the numeric fields (ranges checked while parsing)
 _TYPES = {
     "res": _typed(int, 1),
+    "val_res": _typed(int, 1),
+    "final_res": _typed(int, 1),
+    "final_epochs": _typed(int, 0),
     "cache_res": _typed(int, 1),
     "train_subset": _typed(int, 1),
     "val_subset": _typed(int, 1),
@@ -381,11 +480,52 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def unknown_flag_message(extra: List[str]) -> str:
+    """The one-line error for command-line words ``train`` does not know: the first of
+    them, and every setting (flag) that exists."""
+    names = (f.name for f in dataclasses.fields(TrainConfig))
+    flags = sorted("--" + n.replace("_", "-") for n in names)
+    word = next((w for w in extra if w.startswith("-")), extra[0])
+    what = "setting" if word.startswith("-") else "argument"
+    return (
+        f"python -m hirilib train: unknown {what} {word!r}; the settings are "
+        f"{', '.join(flags)} (see python -m hirilib train --help)"
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config the parsed flags describe (recipe first, then the flags given)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and k != "recipe"}
-    return resolve_config(getattr(args, "recipe", None), **given)
+    recipe = getattr(args, "recipe", None)
+    if given.get("resume") and recipe is None and "model" not in given:
+        # ``--resume --out RUN`` alone: the run's own settings, from its log
+        previous = _settings_of_run(Path(given.get("out") or "."))
+        if previous is not None:
+            recipe = previous.pop("recipe", None)
+            previous.update(given)
+            given = previous
+    return resolve_config(recipe, **given)
+
+
+#: Settings of how (not what) a run trains, which a resume takes from its own flags.
+_PER_INVOCATION = ("resume", "stop_after_steps", "out", "progress", "device", "workers")
+
+
+def _settings_of_run(out: Path) -> Optional[Dict[str, Any]]:
+    """The settings a run in ``out`` started with (its log's first record), less those
+    that belong to one invocation; None when there is no readable log."""
+    path = out / LOG_NAME
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as f:
+            first = json.loads(f.readline())
+        config = dict(first["config"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in config.items() if k in names and k not in _PER_INVOCATION}
 
 
 # ------------------------------------------------------------------------ validation
@@ -433,6 +573,11 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
     from hirilib.registry import get_entry
     from hirilib.runtime import resolve_device
 
+    if cfg.model is None and cfg.resume:
+        raise ConfigError(
+            f"--resume: no run to continue in --out {cfg.out or '.'} (it has no "
+            f"{LOG_NAME}); give --out the folder of the run"
+        )
     if cfg.model is None:
         raise ConfigError(
             "--model is required (python -m hirilib list names them), or "
@@ -451,12 +596,14 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
             )
         except TypeError as e:
             raise ConfigError(f"--model-kwargs: {e}") from None
-        try:
-            meta.check_input(
-                torch.empty(1, meta.in_chans, cfg.res, cfg.res, device="meta")
-            )
-        except ValueError as e:
-            raise ConfigError(f"--res {cfg.res}: {e}") from None
+        sizes = (("--res", cfg.res), ("--val-res", cfg.val_res))
+        for flag, r in sizes + (("--final-res", cfg.final_res),):
+            if r is None:
+                continue
+            try:
+                meta.check_input(torch.empty(1, meta.in_chans, r, r, device="meta"))
+            except ValueError as e:
+                raise ConfigError(f"{flag} {r}: {e}") from None
     for name in ("forward_features", "forward_head"):
         if not callable(getattr(meta, name, None)):
             raise ConfigError(
@@ -498,9 +645,29 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
             f"--amp bf16: {torch.cuda.get_device_name(device)} has no native "
             "bf16; use --amp fp16 (with a gradient scaler) or auto"
         )
+    for f in dataclasses.fields(cfg):  # settings with a fixed set of values
+        choices, value = f.metadata.get("choices"), getattr(cfg, f.name)
+        if choices and value not in choices:
+            raise ConfigError(
+                f"--{f.name.replace('_', '-')} {value!r}: must be one of "
+                f"{', '.join(choices)}"
+            )
     out = Path(cfg.out or f"runs/{cfg.model}")
     _check_out(out, cfg.resume)
-    return dataclasses.replace(cfg, out=str(out), cache_res=cfg.cache_res or cfg.res)
+    if cfg.final_epochs > cfg.epochs:
+        raise ConfigError(
+            f"--final-epochs {cfg.final_epochs} is more than --epochs {cfg.epochs}"
+        )
+    if cfg.final_epochs and cfg.final_res is None:
+        raise ConfigError(f"--final-epochs {cfg.final_epochs} needs --final-res")
+    val_res = cfg.val_res or cfg.res
+    return dataclasses.replace(
+        cfg,
+        out=str(out),
+        val_res=val_res,
+        cache_res=cfg.cache_res or max(cfg.res, val_res, cfg.final_res or 0),
+        compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
+    )
 
 
 def _native_bf16(device: torch.device) -> bool:
@@ -542,6 +709,64 @@ def lr_at(
     span = max(1, total_steps - warmup_steps)
     t = min(1.0, (step - warmup_steps) / span)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def onecycle_lr(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float = 0.0,
+    div: float = 25.0,
+) -> float:
+    """fastai's one-cycle schedule (Smith 2018, as ``fit_one_cycle`` runs it): a half
+    cosine *up* from ``base_lr / div`` to ``base_lr`` over ``warmup_steps``, then the
+    same half cosine down to ``min_lr`` as :func:`lr_at`.
+
+        step < W: lr = a + (base - a) * (1 - cos(pi * (step + 1) / W)) / 2, a = base/div
+
+    Unlike the linear warm-up it starts from a useful rate and lingers near the peak.
+    (fastai also cycles Adam's beta1 from 0.95 to 0.85 and back; we keep 0.9.)
+
+    >>> [round(onecycle_lr(s, 10, 4, 1.0), 3) for s in range(10)]
+    [0.181, 0.52, 0.859, 1.0, 1.0, 0.933, 0.75, 0.5, 0.25, 0.067]
+    """
+    if step < warmup_steps:
+        a, t = base_lr / div, (step + 1) / warmup_steps
+        return a + (base_lr - a) * 0.5 * (1 - math.cos(math.pi * t))
+    return lr_at(step, total_steps, warmup_steps, base_lr, min_lr)
+
+
+def lr_for(
+    schedule: str,
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float = 0.0,
+) -> float:
+    """The learning rate of ``step`` under a named schedule (:data:`SCHEDULES`)."""
+    if schedule == "cosine":
+        return lr_at(step, total_steps, warmup_steps, base_lr, min_lr)
+    if schedule == "onecycle":
+        return onecycle_lr(step, total_steps, warmup_steps, base_lr, min_lr)
+    raise ConfigError(
+        f"unknown schedule {schedule!r}; the schedules are {', '.join(SCHEDULES)}"
+    )
+
+
+def res_at(epoch: int, cfg: TrainConfig) -> int:
+    """The training resolution of (0-based) ``epoch``: ``res``, or ``final_res`` in the
+    last ``final_epochs`` epochs (progressive resizing, as fastai trains Imagenette:
+    most epochs cheap and small, the last ones at the size the model is tested at).
+
+    >>> cfg = TrainConfig(res=96, final_res=128, final_epochs=1, epochs=5)
+    >>> [res_at(e, cfg) for e in range(5)]
+    [96, 96, 96, 96, 128]
+    """
+    if cfg.final_res and epoch >= cfg.epochs - cfg.final_epochs:
+        return cfg.final_res
+    return cfg.res
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -817,11 +1042,27 @@ def _json_default(v):
     return float(v)
 
 
+#: Settings added after some committed logs were written, with the value that gives the
+#: behaviour of the code that wrote them (a log without the field ran that way).
+_ADDED_SETTINGS = {"val_res": None, "final_res": None, "final_epochs": 0,
+                   "schedule": "cosine", "eval_ema": "every"}
+
+
 def read_log(path) -> List[Dict[str, Any]]:
-    """The records of a run's log (``log.jsonl`` or a copy under book/results/)."""
-    return [
+    """The records of a run's log (``log.jsonl`` or a copy under book/results/).  A
+    start record written before a setting existed gets that setting's earlier
+    behaviour (``_ADDED_SETTINGS``), and the names filled in under ``"filled"``."""
+    records = [
         json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()
     ]
+    for r in records:
+        if r.get("type") == "start" and "config" in r:
+            missing = [k for k in _ADDED_SETTINGS if k not in r["config"]]
+            for k in missing:
+                r["config"][k] = _ADDED_SETTINGS[k]
+            if missing:
+                r["filled"] = missing
+    return records
 
 
 def find_run_logs(prefix: str = "train_") -> Dict[str, Path]:
@@ -850,18 +1091,25 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     steps = [r for r in records if r["type"] == "step"][1:] or [
         r for r in records if r["type"] == "step"
     ]
+    # throughput at the main training resolution (progressive resizing's last epochs
+    # run at another)
+    steps = [r for r in steps if r.get("res", cfg["res"]) == cfg["res"]] or steps
     epochs = [r for r in records if r["type"] == "epoch"]
     gmacs = start["model"]["gmacs_per_image"]
     passes = 4 if cfg["distill"] else 3
     img_s = statistics.median(r["img_s"] for r in steps) if steps else None
     out = {
-        "device": start["device"],
+        # logs written before device_name's fix say '(1 threads)'
+        "device": start["device"].replace("(1 threads)", "(1 thread)"),
         "device_type": start["device_type"],
         "torch": start["torch"],
         "date": start["date"],
         "command": start["command"],
         "model": cfg["model"],
+        "recipe": cfg.get("recipe"),
+        "config": cfg,
         "res": cfg["res"],
+        "val_res": cfg.get("val_res") or cfg["res"],
         "batch_size": cfg["batch_size"],
         "epochs_planned": cfg["epochs"],
         "seed": cfg["seed"],
@@ -869,15 +1117,20 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         "ema": cfg["ema"],
         "amp": start["amp"],
         "world_size": start["world_size"],
+        "data": start.get("data"),
         "params": start["model"]["params"],
         "gmacs_per_image": gmacs,
+        "gmacs_per_image_val": start["model"].get("gmacs_per_image_val", gmacs),
         "epochs": epochs,
+        "final": epochs[-1] if epochs else None,
         "img_s": img_s,
         "data_wait": (
             statistics.median(r["data_wait"] for r in steps) if steps else None
         ),
         "peak_macs_per_s": start["peak_macs_per_s"],
         "wall_seconds": max((r.get("time", 0) for r in records), default=0),
+        "train_seconds": sum(e.get("train_seconds", 0) for e in epochs),
+        "eval_seconds": sum(e.get("eval_seconds", 0) for e in epochs),
     }
     if gmacs and img_s:
         train_macs = passes * gmacs * 1e9
@@ -888,6 +1141,85 @@ def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:
             bound_img_s=start["peak_macs_per_s"] / train_macs,
         )
     return out
+
+
+def mean_std(values) -> tuple:
+    """The mean and the sample standard deviation (n - 1; 0 for a single value) of a
+    list of numbers: how the book reports a metric over seeds, never the best seed.
+
+    >>> mean_std([80.0, 82.0, 84.0])
+    (82.0, 2.0)
+    """
+    import statistics
+
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), sd
+
+
+def recipe_command(recipe: str, seed: int = 0, out: Optional[str] = None,
+                   **overrides) -> str:
+    """The command line that runs a named recipe with a seed and overrides (how the
+    book prints the runs it owes).
+
+    >>> print(recipe_command("imagenette_5ep", 1, distill=False))
+    python -m hirilib train --recipe imagenette_5ep --seed 1 --no-distill
+    """
+    resolve_config(recipe, **overrides)  # unknown fields: the usual error
+    words = "python -m hirilib train --recipe".split() + [recipe, "--seed", str(seed)]
+    for k, v in overrides.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            words.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            words += [flag, json.dumps(v) if isinstance(v, (dict, list)) else str(v)]
+    if out:
+        words += ["--out", out]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+#: Fields that say where, how fast or on which copy of the data a run ran, not what
+#: it trained: ignored when a run is compared with its recipe.
+_NOT_THE_RECIPE = ("data", "seed", "compile", "channels_last", "amp", "cache_res")
+
+
+def recipe_changes(config: Dict[str, Any], recipe: str) -> Dict[str, tuple]:
+    """What a run's logged ``config`` changed from the named recipe: ``{field: (the
+    recipe's value, the run's)}`` over the fields that define what is trained (the
+    seed, the data's location and the speed settings excluded).  Empty: the run *is*
+    the recipe; one entry: a one-lever ablation."""
+    base = resolve_config(recipe)
+    base = dataclasses.replace(base, val_res=base.val_res or base.res)  # as validated
+    out = {}
+    for k, v in base.recipe_fields().items():
+        if k in _NOT_THE_RECIPE or k not in config:
+            continue
+        if config[k] != v:
+            out[k] = (v, config[k])
+    if config.get("model_kwargs") and "model_kwargs" in out:
+        del out["model_kwargs"]  # one entry per changed constructor argument
+        for k, v in config["model_kwargs"].items():
+            out[f"model_kwargs.{k}"] = (None, v)
+    return out
+
+
+def ablation_lever(config: Dict[str, Any], recipe: str = "imagenette_5ep") -> str:
+    """Which row of :data:`IMAGENETTE_ABLATION` a run's logged ``config`` is: ``""``
+    for the recipe itself, the lever's name for a one-lever run; a ``ConfigError`` for
+    a run that is neither."""
+    changes = recipe_changes(config, recipe)
+    if not changes:
+        return ""
+    for lever, overrides in IMAGENETTE_ABLATION.items():
+        expected = recipe_changes(resolve_config(recipe, **overrides).as_dict(), recipe)
+        if changes == expected:
+            return lever
+    raise ConfigError(
+        f"a run of {recipe} that changes {', '.join(sorted(changes))} is not one of "
+        f"the ablation's levers ({'; '.join(IMAGENETTE_ABLATION)})"
+    )
 
 
 # =========================================================================== evaluation
@@ -1029,18 +1361,20 @@ def _start_record(
     from hirilib.measure.results import environment
 
     device = dist.device
-    try:
-        gmacs = (
-            count_flops(
-                blank_model(
-                    cfg.model, num_classes=data.num_classes, **cfg.model_kwargs
-                ),
-                (1, 3, cfg.res, cfg.res),
+
+    def gmacs_at(res: int) -> Optional[float]:
+        try:
+            blank = blank_model(
+                cfg.model, num_classes=data.num_classes, **cfg.model_kwargs
             )
-            / 1e9
-        )
-    except Exception:  # an op the counter does not know
-        gmacs = None
+            return count_flops(blank, (1, 3, res, res)) / 1e9
+        except Exception:  # an op the counter does not know
+            return None
+
+    # at each resolution the run uses: training, validation, progressive resizing's
+    sizes = sorted({cfg.res, cfg.val_res or cfg.res, cfg.final_res or cfg.res})
+    at = {r: gmacs_at(r) for r in sizes}
+    gmacs, val_gmacs = at[cfg.res], at[cfg.val_res or cfg.res]
     n_train = data.train_labels.numel()
     return {
         "type": "resume" if cfg.resume else "start",
@@ -1061,7 +1395,12 @@ def _start_record(
             "cache": Path(data.cache_path).name if data.cache_path else None,
             "load_seconds": round(data.load_seconds, 2),
         },
-        "model": {"params": count_params(model), "gmacs_per_image": gmacs},
+        "model": {
+            "params": count_params(model),
+            "gmacs_per_image": gmacs,  # at the training resolution
+            "gmacs_per_image_val": val_gmacs,  # at the validation resolution
+            "gmacs_by_res": {str(r): g for r, g in at.items()},
+        },
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "warmup_steps": warmup_steps,
@@ -1277,6 +1616,7 @@ def train(
             order, order_epoch = epoch_order(cfg.seed, epoch, n_train), epoch
             bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}", refresh=False)
         t0 = timer.mark()
+        aug.res = res_at(epoch, cfg)  # progressive resizing (a function of the epoch)
         batch = aug(
             order[i * cfg.batch_size : (i + 1) * cfg.batch_size],
             epoch,
@@ -1285,7 +1625,7 @@ def train(
             dist.world,
         )
         t1 = timer.mark()
-        lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+        lr = lr_for(cfg.schedule, step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
         for g in optimizer.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
@@ -1346,6 +1686,7 @@ def train(
                 "loss": stats[0].item(),
                 "acc": 100 * stats[1].item(),
                 "lr": lr,
+                "res": aug.res,
                 "img_s": img_s,
                 "data_wait": frac,
                 "ema_momentum": m_t,
@@ -1369,7 +1710,7 @@ def train(
                 model,
                 data.val_images,
                 data.val_labels,
-                cfg.res,
+                cfg.val_res,
                 dist,
                 cfg.eval_batch_size,
                 autocast,
@@ -1385,12 +1726,12 @@ def train(
                 "val_top1": ev["top1"],
                 "val_top5": ev["top5"],
             }
-            if ema is not None:
+            if ema is not None and (cfg.eval_ema == "every" or done == total_steps):
                 ev = evaluate(
                     ema,
                     data.val_images,
                     data.val_labels,
-                    cfg.res,
+                    cfg.val_res,
                     dist,
                     cfg.eval_batch_size,
                     autocast,
@@ -1411,7 +1752,9 @@ def train(
             log.write(metrics)
             if dist.main and cfg.progress:
                 ema_s = (
-                    f", EMA {metrics['ema_val_top1']:.2f}%" if ema is not None else ""
+                    f", EMA {metrics['ema_val_top1']:.2f}%"
+                    if "ema_val_top1" in metrics
+                    else ""
                 )
                 bar.write(
                     f"epoch {epoch + 1}/{cfg.epochs}: val top-1 "

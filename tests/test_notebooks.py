@@ -91,6 +91,29 @@ def test_progress_bars_stay_off_the_page(nb):
             f"{nb.name} cell {i} draws a progress bar on stdout: it would be on the page")
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_table_is_shown(nb):
+    """``hirilib.book.table`` returns the table; Jupyter shows only a cell's last value,
+    so a table built anywhere else in a cell (and not passed to ``display``) is lost."""
+    import ast
+
+    for i, c in enumerate(_cells(nb)):
+        if c["cell_type"] != "code":
+            continue
+        src = "".join(c["source"])
+        body = "\n".join(line for line in src.splitlines()
+                         if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(body)
+        except SyntaxError:
+            continue
+        lost = [s for s in tree.body[:-1] if isinstance(s, ast.Expr)
+                and isinstance(s.value, ast.Call)
+                and getattr(s.value.func, "id", "") == "table"]
+        assert not lost, (f"{nb.name} cell {i}: table(...) on line {lost[0].lineno} is not "
+                          "the cell's last expression; it is never shown (use display())")
+
+
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)
 def test_exercises_are_the_registered_ones(nb):
     """Each chapter grades exactly the exercises registered for it, in their order, each

@@ -231,7 +231,8 @@ def hiri_vit_costs(cfg: Dict[str, Any], H: int, W: Optional[int] = None,
         out["stem"] = hr_stem_cost(in_chans, dims[0], H, W, c["stem_dim"],
                                    c["stem_kernel_size"])
     elif c["stem"] == "conv":
-        out["stem"] = conv_stem_cost(in_chans, dims[0], H, W, c["stem_dim"])
+        out["stem"] = conv_stem_cost(in_chans, dims[0], H, W, c["stem_dim"],
+                                     c["stem_mid"])
     else:
         out["stem"] = vit_stem_cost(in_chans, dims[0], H, W, c["norm"])
     h, w = H // 4, W // 4

@@ -1,5 +1,5 @@
-"""Checks for chapter 8: the learning-rate schedule, CutMix's mask and lambda, the EMA
-update and HIRI-ViT's EMA-distillation target.
+"""Checks for chapter 8: the learning-rate schedules (warm-up + cosine, one-cycle),
+CutMix's mask and lambda, the EMA update and HIRI-ViT's EMA-distillation target.
 
 Each check compares the answer with the equation written out independently (explicit
 loops, the schedule's two branches), on cases chosen so that the typical mistakes give
@@ -91,6 +91,69 @@ def check_warmup_cosine_lr(fn: Callable) -> None:
             f"the schedule for T={total}, W={warm}, base={base}, min={low}",
             atol=base * 1e-6,
             mistakes=mistakes,
+        )
+
+
+def _onecycle(step, total, warm, base, low, div=25.0):
+    """The spec of one-cycle: a half cosine from base / div up to base over the W
+    warm-up steps (at (step + 1) / W of the way), then the cosine schedule above."""
+    if step < warm:
+        a = base / div
+        return a + (base - a) * 0.5 * (1 - math.cos(math.pi * (step + 1) / warm))
+    return _schedule(step, total, warm, base, low)
+
+
+def _onecycle_linear(step, total, warm, base, low):
+    if step < warm:
+        a = base / 25
+        return a + (base - a) * (step + 1) / warm
+    return _schedule(step, total, warm, base, low)
+
+
+def _onecycle_from_zero(step, total, warm, base, low):
+    return _onecycle(step, total, warm, base, low, div=math.inf)
+
+
+def _onecycle_down(step, total, warm, base, low):
+    if step < warm:
+        a = base / 25
+        return a + (base - a) * 0.5 * (1 + math.cos(math.pi * (step + 1) / warm))
+    return _schedule(step, total, warm, base, low)
+
+
+#: (total, warm-up, base, min): warm-ups long enough to tell a cosine from a line
+_ONECYCLE = [(40, 10, 2e-3, 1e-5), (12, 4, 1.0, 0.0), (30, 0, 0.5, 0.1)]
+
+
+def check_onecycle_lr(fn: Callable) -> None:
+    """``fn(step, total_steps, warmup_steps, base_lr, min_lr)``: during the W warm-up
+    steps ``a + (base - a) * (1 - cos(pi * (step + 1) / W)) / 2`` with ``a = base /
+    25``, then the warm-up-cosine schedule's decay from base to min."""
+    wrong = {
+        "a linear warm-up instead of a half cosine": _onecycle_linear,
+        "a warm-up from 0 instead of base / 25": _onecycle_from_zero,
+        "a cosine that falls during the warm-up (1 + cos instead of 1 - cos)": (
+            _onecycle_down
+        ),
+        "the linear warm-up of warmup_cosine_lr (from 0, not a half cosine)": (
+            _schedule
+        ),
+    }
+    for total, warm, base, low in _ONECYCLE:
+        steps = range(total)
+
+        def curve(f):
+            return torch.tensor(
+                [float(f(s, total, warm, base, low)) for s in steps],
+                dtype=torch.float64,
+            )
+
+        assert_close(
+            curve(fn),
+            curve(_onecycle),
+            f"the one-cycle schedule for T={total}, W={warm}, base={base}, min={low}",
+            atol=base * 1e-6,
+            mistakes={k: curve(f) for k, f in wrong.items()},
         )
 
 
@@ -384,6 +447,12 @@ def _distill_alpha_swapped(p_a, p_b, mask, target, alpha):
     return _distill_spec(p_a, p_b, mask, target, alpha, alpha_on_teacher=True)
 
 
+def _onecycle_reference():
+    from hirilib.train import onecycle_lr
+
+    return onecycle_lr
+
+
 def _lr_reference():
     from hirilib.train import lr_at
 
@@ -443,5 +512,18 @@ register(
             "nearest neighbour instead of area averaging": lambda: _distill_nearest,
             "alpha weighting the teacher": lambda: _distill_alpha_swapped,
         },
+    ),
+    Exercise(
+        "onecycle_lr",
+        8,
+        5,
+        check_onecycle_lr,
+        reference=_onecycle_reference,
+        mistakes={
+            "a linear warm-up instead of a half cosine": lambda: _onecycle_linear,
+            "a warm-up from 0 instead of base / 25": lambda: _onecycle_from_zero,
+            "1 + cos instead of 1 - cos": lambda: _onecycle_down,
+        },
+        summary="the one-cycle learning rate: a half-cosine warm-up from base/25, then cosine",
     ),
 )

@@ -60,7 +60,8 @@ from hirilib.registry import register_model
 
 __all__ = ["HRStem", "ConvStem", "ViTStem", "HRBlock", "FFNBlock", "TransformerBlock",
            "IRDSa", "IRDSb", "DownsampleShortcut", "ConvDownsample", "HIRIViT",
-           "HIRI_VIT_CONFIGS", "four_stage_config", "Table7Row", "TABLE7",
+           "HIRI_VIT_CONFIGS", "HIRI_VIT_NANO", "four_stage_config", "Table7Row",
+           "TABLE7",
            "table7_config", "config_diff"]
 
 BLOCKS = ("hr", "ffn", "transformer")
@@ -342,6 +343,7 @@ class HIRIViT(HierarchicalBackbone):
         stem: ``"hr"`` (HR-stem) | ``"conv"`` (Conv-stem) | ``"vit"`` (7x7/4 conv).
         stem_dim: hidden width of the Conv- and HR-stems (ours: the first stage's width,
             or 32 for the four-stage nets).
+        stem_mid: stride-1 3x3 convs in the middle of the Conv-stem (ours: 2).
         downsample: ``"irds"`` (IRDS-a, then IRDS-b) | ``"conv"`` (3x3/2 conv + norm).
         num_irds_a: how many of the downsamplings are IRDS-a (default: all but the last
             two, which are IRDS-b: 2 of 4 for five stages, 1 of 3 for four).
@@ -367,7 +369,7 @@ class HIRIViT(HierarchicalBackbone):
                                           "transformer"),
                  mlp_ratios: Sequence[float] = (8, 16, 8, 4, 4),
                  sr_ratios: Optional[Sequence[int]] = None, head_dim: int = 32,
-                 stem: str = "hr", stem_dim: Optional[int] = None,
+                 stem: str = "hr", stem_dim: Optional[int] = None, stem_mid: int = 2,
                  downsample: str = "irds", num_irds_a: Optional[int] = None,
                  irds_ratio: float = 4.0, irds_shortcut: bool = True, ffn: str = "cffn",
                  norm: str = "bn", attn_norm: str = "ln", hr_kernel_size: int = 3,
@@ -404,6 +406,7 @@ class HIRIViT(HierarchicalBackbone):
         if num_irds_a > n - 1:
             raise ValueError(f"num_irds_a={num_irds_a}, but there are only {n - 1} "
                              f"downsamplings")
+        check_int("stem_mid", stem_mid, 0)
         for name, k in (("hr_kernel_size", hr_kernel_size),
                         ("stem_kernel_size", stem_kernel_size)):
             if check_int(name, k, 1) % 2 == 0:
@@ -420,7 +423,7 @@ class HIRIViT(HierarchicalBackbone):
         if stem == "hr":
             self.stem = HRStem(in_chans, dims[0], stem_dim, stem_kernel_size, act)
         elif stem == "conv":
-            self.stem = ConvStem(in_chans, dims[0], stem_dim, act=act)
+            self.stem = ConvStem(in_chans, dims[0], stem_dim, stem_mid, act=act)
         else:
             self.stem = ViTStem(in_chans, dims[0], norm)
 
@@ -515,6 +518,32 @@ for _cfg in HIRI_VIT_CONFIGS.values():
     _cfg.update(depths=(2, 6, 4, 8, 3),
                 blocks=("hr", "hr", "ffn", "transformer", "transformer"),
                 mlp_ratios=(8, 16, 8, 4, 4), stem="hr", stem_dim=_cfg["dims"][0])
+
+
+#: HIRI-ViT-Nano (ours), sized for 128 x 128 inputs and a short run on a small dataset
+#: (chapter 8's Imagenette records).  It keeps what HIRI-ViT says matters and drops what
+#: only pays at 448 px:
+#: * four stages, not five: the fifth stage and the HR-stem/HR-blocks exist to make a
+#:   448 input cost what 224 does; at 128 the four-stage maps are already small (32, 16,
+#:   8, 4), so the stages are fewer and the budget goes into width (32 -> 256);
+#: * a Conv-stem (Table 7 row 5: +0.4% over the ViT-stem) with no middle convs: two
+#:   stride-2 3x3 convs with BN (3 -> 16 -> 32), the cheapest stem that still sees
+#:   overlapping 3x3 neighbourhoods (two middle convs at 64 x 64, stem_mid=2, would
+#:   be 17% of the model's FLOPs at 128 px); chapter 8's ablation sets it against the
+#:   ViT-stem;
+#: * BN + CFFN blocks in the two early stages (Table 7 rows 2-4: no attention on big
+#:   maps, BN instead of LN), whose depthwise conv gives the locality a small dataset
+#:   cannot teach a transformer in a few epochs;
+#: * attention only at the small late maps: 64 tokens (8 x 8) and 16 (4 x 4) at 128 px,
+#:   where it is cheap and sees the whole image;
+#: * single-conv downsampling (3x3/2 + norm), not IRDS: at these widths IRDS's 4x
+#:   expansion would cost about as much as a stage's blocks;
+#: * depths 1, 1, 2, 2 and FFN ratio 4 everywhere: about 0.09 GFLOPs at 128 px, so that
+#:   a 5-epoch run on Imagenette takes about ten minutes on one CPU core at 96 px.
+HIRI_VIT_NANO: Dict[str, Any] = dict(
+    dims=(32, 64, 128, 256), depths=(1, 1, 2, 2),
+    blocks=("ffn", "ffn", "transformer", "transformer"), mlp_ratios=(4, 4, 4, 4),
+    stem="conv", stem_dim=16, stem_mid=0, downsample="conv")
 
 
 def four_stage_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -650,6 +679,13 @@ def hiri_vit_l(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float
     """HIRI-ViT-L (ours, reconstructed): C = 64, 128, 256, 512, 640; for 448 inputs."""
     return _create(HIRI_VIT_CONFIGS["hiri_vit_l"], 448, num_classes, in_chans,
                    drop_path_rate, **kwargs)
+
+
+@register_model
+def hiri_vit_nano(num_classes: int = 1000, in_chans: int = 3,
+                  drop_path_rate: float = 0.0, **kwargs) -> HIRIViT:
+    """HIRI-ViT-Nano (ours): four stages, C = 32, 64, 128, 256; for 128 inputs."""
+    return _create(HIRI_VIT_NANO, 128, num_classes, in_chans, drop_path_rate, **kwargs)
 
 
 @register_model
