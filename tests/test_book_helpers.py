@@ -89,3 +89,18 @@ def test_figures_never_exceed_the_page_width():
     assert w == pytest.approx(hplot.MAX_WIDTH) and h == pytest.approx(2.0 * 7.5 / 15.0)
     fig, ax = hplot.subplots(width=5.0, height=3.0)
     assert tuple(fig.get_size_inches()) == pytest.approx((5.0, 3.0))
+
+
+def test_lines_past_the_palette_do_not_repeat_a_style():
+    """Chapter 7 draws ten models on one axis: the ninth and tenth must not look like the
+    first and second (same colour and marker), and an ``ls=`` given by a chapter wins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hirilib.book import plot as hplot
+
+    styles = [tuple(hplot.line_style(i).values()) for i in range(16)]
+    assert len(set(styles)) == 16
+    fig, ax = hplot.subplots()
+    hplot.line(ax, [1, 2], [1, 2], "dashed on request", 0, ls=":")
+    assert ax.lines[0].get_linestyle() == ":"

@@ -70,10 +70,26 @@ def log_ticks(ax, axis: str = "y") -> None:
         a.set_minor_locator(NullLocator())
 
 
+def line_style(i: int) -> dict:
+    """Colour, marker and dash of the i-th line: the palette's 8 colours with their own
+    markers first; past 8, the colours come round again with another marker and a
+    dashed line, so no two of the first 64 lines look alike.
+
+    >>> line_style(0) == line_style(8)
+    False
+    """
+    turn = i // len(PALETTE)
+    return {"color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[(i + turn) % len(MARKERS)],
+            "linestyle": "-" if turn % 2 == 0 else "--"}
+
+
 def line(ax, x: Iterable, y: Iterable, label: str, i: int = 0, **kw):
-    """A line with the i-th colour and marker of the palette."""
-    kw.setdefault("color", PALETTE[i % len(PALETTE)])
-    kw.setdefault("marker", MARKERS[i % len(MARKERS)])
+    """A line with the i-th style of :func:`line_style`."""
+    alias = {"color": "c", "linestyle": "ls"}   # matplotlib refuses a key and its alias
+    for k, v in line_style(i).items():
+        if alias.get(k) not in kw:
+            kw.setdefault(k, v)
     return ax.plot(list(x), list(y), label=label, **kw)
 
 
