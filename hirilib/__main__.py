@@ -2,7 +2,7 @@
 
     python -m hirilib list 'pvt_v2*'
     python -m hirilib summary pvt_v2_b2 --resolution 224
-    python -m hirilib bench attention --out book/results/attention.json
+    python -m hirilib bench attention --out hirilib/results/attention.json
     python -m hirilib train --model pvt_v2_b0 --data imagenette --res 128 --epochs 5 \
         --batch-size 128 --out runs/pvt_v2_b0 [--distill] [--resume]
 
@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_summary)
     s = sub.add_parser("bench", help="run a benchmark suite and write a results file")
     s.add_argument("suite")
-    s.add_argument("--out", help="results file (default book/results/SUITE.json on a GPU, "
-                                 "book/results/cpu/SUITE.json on a CPU)")
+    s.add_argument("--out", help="results file (default hirilib/results/SUITE.json on a GPU, "
+                                 "hirilib/results/cpu/SUITE.json on a CPU)")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
     s.add_argument("--family", action="append",
                    help="with the 'models' suite: measure only this family (repeatable)")

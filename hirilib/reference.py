@@ -5,7 +5,7 @@ GFLOPs are the papers' (G multiply-accumulates at 224 x 224 unless a table says
 otherwise); params are millions; top-1 is ImageNet-1K validation accuracy (%).
 Where a paper and its released code disagree, the table gives both and says which
 one our models reproduce (the code's, since the released weights come from it).
-Nothing here is measured by us: measured figures live in ``book/results/``.
+Nothing here is measured by us: measured figures live in ``hirilib/results/``.
 """
 
 from __future__ import annotations

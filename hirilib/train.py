@@ -238,7 +238,7 @@ class TrainConfig:
 #: one; flags given after it override single fields.  The CPU runs the book commits.
 RECIPES: Dict[str, Dict[str, Any]] = {
     # PVTv2-B0 at 64 px for a few epochs: the smallest run that shows learning on a
-    # 2-core CPU in well under an hour (book/results/train_cpu_*.jsonl).
+    # 2-core CPU in well under an hour (hirilib/results/train_cpu_*.jsonl).
     "imagenette_cpu": dict(
         model="pvt_v2_b0",
         res=64,
@@ -1049,7 +1049,7 @@ _ADDED_SETTINGS = {"val_res": None, "final_res": None, "final_epochs": 0,
 
 
 def read_log(path) -> List[Dict[str, Any]]:
-    """The records of a run's log (``log.jsonl`` or a copy under book/results/).  A
+    """The records of a run's log (``log.jsonl`` or a copy under hirilib/results/).  A
     start record written before a setting existed gets that setting's earlier
     behaviour (``_ADDED_SETTINGS``), and the names filled in under ``"filled"``."""
     records = [
@@ -1066,13 +1066,11 @@ def read_log(path) -> List[Dict[str, Any]]:
 
 
 def find_run_logs(prefix: str = "train_") -> Dict[str, Path]:
-    """The run logs committed under ``book/results/`` (``<prefix>*.jsonl``), by name,
-    seen from the repository root or from ``chapters/``."""
-    for base in (Path("book/results"), Path("../book/results")):
-        found = sorted(base.glob(f"{prefix}*.jsonl"))
-        if found:
-            return {p.stem: p for p in found}
-    return {}
+    """The run logs committed under ``hirilib/results/`` (``<prefix>*.jsonl``, package
+    data, so a pip-installed hirilib has them too), by name."""
+    from hirilib.measure.results import RESULTS_DIR
+
+    return {p.stem: p for p in sorted(RESULTS_DIR.glob(f"{prefix}*.jsonl"))}
 
 
 def log_summary(records: List[Dict[str, Any]]) -> Dict[str, Any]:

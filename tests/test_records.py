@@ -195,7 +195,7 @@ def test_the_5_epoch_recipe_on_a_tiny_set_lowers_the_loss(
 
 # ------------------------------------------------------------------ the committed logs
 
-LOGS = sorted((ROOT / "book" / "results").glob("train_cpu_imagenette_*.jsonl"))
+LOGS = sorted((ROOT / "hirilib" / "results").glob("train_cpu_imagenette_*.jsonl"))
 
 
 def test_the_committed_records_are_there():

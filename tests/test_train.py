@@ -656,7 +656,7 @@ def test_a_few_steps_on_imagenette(cache_dir, tmp_path):
 
 # -------------------------------------------------------------------------- logs, bench
 
-RESULTS = sorted((ROOT / "book" / "results").glob("train_*.jsonl"))
+RESULTS = sorted((ROOT / "hirilib" / "results").glob("train_*.jsonl"))
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)

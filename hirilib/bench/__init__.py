@@ -1,7 +1,7 @@
 """Benchmark suites: the measurements behind the book's timing figures.
 
 ``python -m hirilib bench SUITE`` runs a suite on the best device present and writes
-``book/results/SUITE.json`` (records + device + versions + date + command, see
+``hirilib/results/SUITE.json`` (records + device + versions + date + command, see
 ``hirilib.measure.results``).  Chapters call the same functions: on a GPU they
 measure afresh, on a CPU they measure a quick version and plot the GPU file.
 

@@ -1,6 +1,7 @@
 """The results-file format: measured records, with where, when and how they were measured.
 
-A results file (``book/results/<suite>.json``) holds the records of one benchmark
+A results file (``hirilib/results/<suite>.json``, package data, so that a pip-installed
+hirilib, on Colab say, has the files the chapters plot) holds the records of one benchmark
 suite plus the device, the driver, versions, date, settings and the command that
 wrote it; chapters plot from it and say which device and day it comes from
 (``describe``).  Files are written atomically (a unique temporary file, flushed and
@@ -112,21 +113,20 @@ def describe(doc: Dict[str, Any]) -> str:
             f"(`{doc['command']}`)")
 
 
+#: Where the committed results and run logs live: inside the package (package data), so
+#: that they travel with ``pip install hirilib`` and every chapter finds them.
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+
+
 def default_results_path(suite: str, device_type: str) -> Path:
-    """Where the book keeps a suite's results: ``book/results/<suite>.json`` for a GPU
-    run, ``book/results/cpu/<suite>.json`` for a CPU run (so neither hides the other)."""
-    return Path("book/results") / ("cpu" if device_type == "cpu" else "") / f"{suite}.json"
+    """Where the book keeps a suite's results: ``hirilib/results/<suite>.json`` for a GPU
+    run, ``hirilib/results/cpu/<suite>.json`` for a CPU run (so neither hides the other)."""
+    return RESULTS_DIR / ("cpu" if device_type == "cpu" else "") / f"{suite}.json"
 
 
 def find_results(name: str, device_type: str = "cuda") -> Optional[Path]:
-    """The results file of suite ``name`` measured on a GPU (``book/results/<name>.json``)
-    or, with ``device_type="cpu"``, on a CPU (``book/results/cpu/<name>.json``), seen from
-    the repository root, from ``chapters/`` (where the book executes notebooks) or from
-    the current folder; None if it has not been measured yet."""
-    sub = "cpu" if device_type == "cpu" else ""
-    for base in (Path("book/results"), Path("../book/results")):
-        p = base / sub / f"{name}.json"
-        if p.is_file():
-            return p
-    p = Path(f"{name}.json")
-    return p if p.is_file() and device_type != "cpu" else None
+    """The committed results file of suite ``name`` measured on a GPU
+    (``hirilib/results/<name>.json``) or, with ``device_type="cpu"``, on a CPU
+    (``hirilib/results/cpu/<name>.json``); None if it has not been measured yet."""
+    p = default_results_path(name, device_type)
+    return p if p.is_file() else None
