@@ -1,18 +1,21 @@
-"""Command line: ``python -m hirilib {list, summary, bench, train} ...``.
+"""The command line of hirilib: list the models, summarise one, run a benchmark suite, train.
 
-    python -m hirilib list 'pvt_v2*'
-    python -m hirilib summary pvt_v2_b2 --resolution 224
-    python -m hirilib bench attention --out hirilib/results/attention.json
-    python -m hirilib train --model pvt_v2_b0 --data imagenette --res 128 --epochs 5 \
-        --batch-size 128 --out runs/pvt_v2_b0 [--distill] [--resume]
+examples:
+  python -m hirilib list 'pvt_v2*'
+  python -m hirilib summary pvt_v2_b2 --resolution 224
+  python -m hirilib bench attention
+  python -m hirilib train --model pvt_v2_b0 --data imagenette --res 128 --epochs 5
+      --batch-size 128 --out runs/pvt_v2_b0 [--distill] [--resume]
 
 Every argument is checked before any work starts; a mistake prints one line on
-stderr and exits with status 2 (no traceback).
+stderr and exits with status 2 (no traceback). 'python -m hirilib COMMAND --help'
+describes each command.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -26,7 +29,7 @@ class UsageError(ValueError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not the usage block
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def positive_int(text: str) -> int:
@@ -88,6 +91,8 @@ def _cmd_summary(args) -> int:
     get_entry(args.model)
     with torch.device("meta"):
         meta = hirilib.create_model(args.model, num_classes=args.num_classes)
+    if args.resolution is None:  # the resolution the model's paper uses it at
+        args.resolution = getattr(meta, "default_resolution", 224)
     # the model's own input check, before building real weights
     meta.forward_features(torch.empty(1, meta.in_chans, args.resolution, args.resolution,
                                       device="meta"))
@@ -140,16 +145,20 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m hirilib", description=__doc__,
+    p = _Parser(prog="python -m hirilib", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    # allow_abbrev=False everywhere: '--epoch' is an error, never silently '--epochs'
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           parser_class=functools.partial(_Parser, allow_abbrev=False))
     s = sub.add_parser("list", help="list registered models")
     s.add_argument("pattern", nargs="?", default="*", help="a shell glob, e.g. 'pvt_v2*'")
     s.add_argument("--pretrained", action="store_true", help="only models with published weights")
     s.set_defaults(fn=_cmd_list)
     s = sub.add_parser("summary", help="parameters and GFLOPs of a model")
     s.add_argument("model")
-    s.add_argument("--resolution", type=positive_int, default=224)
+    s.add_argument("--resolution", type=positive_int, default=None,
+                   help="input side in pixels (default: the model's own, "
+                        "e.g. 224 for most, 448 for the five-stage HIRI-ViTs)")
     s.add_argument("--num-classes", type=nonnegative_int, default=1000)
     s.set_defaults(fn=_cmd_summary)
     s = sub.add_parser("bench", help="run a benchmark suite and write a results file")
@@ -205,7 +214,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # hirilib's errors say what works: one line
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}" if not isinstance(e, UsageError) else msg, file=sys.stderr)
+        print(msg if "error: " in msg else f"error: {msg}", file=sys.stderr)
         return 2
 
 

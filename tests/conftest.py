@@ -99,14 +99,17 @@ def pytest_collection_modifyitems(config, items):
     """Tests that execute the chapters run only when the marker expression names them:
     ``pytest -m notebook`` (every chapter in quick mode, as the book build executes them)
     and ``pytest -m fullmode`` (every chapter's full-mode code paths at small sizes,
-    minutes on 2 cores).  A plain ``pytest`` stays fast; the book build executes every
+    minutes on 2 cores), and ``pytest -m install`` (the chapters in a fresh Colab-like
+    environment, a chapter built with warnings as errors).  A plain ``pytest`` stays fast; the book build executes every
     chapter anyway and fails on any error.  The full-mode tests carry both markers: they
     run with ``-m fullmode`` (and not with ``-m notebook``, which is quick mode only)."""
     selected = config.getoption("-m") or ""
     reasons = {"notebook": "the book build executes the chapters; pytest -m notebook",
-               "fullmode": "full mode at small sizes takes minutes: pytest -m fullmode"}
+               "fullmode": "full mode at small sizes takes minutes: pytest -m fullmode",
+               "install": "a fresh environment or a -W build takes minutes: pytest -m install"}
     for item in items:
         gate = ("fullmode" if "fullmode" in item.keywords
-                else "notebook" if "notebook" in item.keywords else None)
+                else "notebook" if "notebook" in item.keywords
+                else "install" if "install" in item.keywords else None)
         if gate is not None and gate not in selected:
             item.add_marker(pytest.mark.skip(reason=reasons[gate]))

@@ -81,3 +81,39 @@ def test_bench_checks_the_output_before_running(tmp_path, monkeypatch, capsys):
         assert main(["bench", "attention", "--device", "cpu", "--out", out]) == 2
         assert message in capsys.readouterr().err
     assert not ran
+
+
+def test_every_error_line_starts_with_error(capsys):
+    for argv in (["bench", "no_such_suite"], ["summary", "no_such_model"], ["list", "--nope"],
+                 ["summary", "pvt_v2_b0", "--resolution", "0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "error: " in err, (argv, err)
+
+
+def test_abbreviated_flags_are_refused(capsys):
+    # '--res' for '--resolution' would be accepted silently by argparse's default
+    assert main(["summary", "pvt_v2_b0", "--res", "64"]) == 2
+    assert "--res" in capsys.readouterr().err
+
+
+def test_summary_uses_the_models_own_resolution(capsys, monkeypatch):
+    import hirilib
+    from hirilib import registry
+
+    def tiny_res_net(num_classes=1000, **kw):
+        model = hirilib.create_model("pvt_v2_b0", num_classes=num_classes)
+        model.default_resolution = 64
+        return model
+
+    monkeypatch.setitem(registry._MODELS, "tiny_res_net",
+                        registry.ModelEntry("tiny_res_net", tiny_res_net))
+    assert main(["summary", "tiny_res_net"]) == 0
+    assert capsys.readouterr().out.strip().endswith("at 64x64")
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "\\\n" not in out, out

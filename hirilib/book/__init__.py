@@ -180,8 +180,7 @@ def import_timm():
     if "timm" in sys.modules:
         return sys.modules["timm"]
     if importlib.util.find_spec("timm") is None:
-        raise ImportError("timm is not installed (pip install --no-deps timm: its model "
-                          "code needs only torch)")
+        raise ImportError("timm is not installed: pip install timm")
     try:
         import torchvision  # noqa: F401
         return importlib.import_module("timm")

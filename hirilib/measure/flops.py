@@ -154,13 +154,27 @@ def _prepare(model: nn.Module, inputs) -> tuple:
     return tensors, extra
 
 
+def _fvcore_nn():
+    """``fvcore.nn``, imported without the deprecation warnings that newer PyTorch raises
+    about fvcore's own use of ``torch.jit.script`` (in fvcore's focal-loss module, which
+    counting never uses): they say nothing about the counts, and would land in the book's
+    pages and in a student's test report."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(fvcore|iopath)")
+        import fvcore.nn
+    return fvcore.nn
+
+
 def flop_analysis(model: nn.Module, inputs, handles: Optional[Dict[str, Callable]] = None):
     """fvcore's ``FlopCountAnalysis`` with our handles; raises on uncounted ops.
 
     ``inputs`` is a tensor, a tuple of arguments (tensors first, then e.g. H and
     W), or a shape such as ``(1, 3, 224, 224)``.
     """
-    from fvcore.nn import FlopCountAnalysis
+    FlopCountAnalysis = _fvcore_nn().FlopCountAnalysis
 
     tensors, extra = _prepare(model, inputs)
     wrapped = _BindArgs(model, extra) if extra else model
@@ -232,7 +246,7 @@ def count_activations(model: nn.Module, inputs=(1, 3, 224, 224)) -> int:
     >>> count_activations(nn.Linear(10, 5), (2, 10))
     10
     """
-    from fvcore.nn import ActivationCountAnalysis
+    ActivationCountAnalysis = _fvcore_nn().ActivationCountAnalysis
 
     tensors, extra = _prepare(model, inputs)
     wrapped = _BindArgs(model, extra) if extra else model
