@@ -5,6 +5,7 @@ user error as one line before any work."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import subprocess
@@ -387,61 +388,30 @@ def test_killed_mid_epoch_and_resumed_gives_bit_identical_weights(
     assert [r["type"] for r in log].count("resume") == 1
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_the_model_one_process_trains(
-    parquet_set, cache_dir, tmp_path
-):
-    """torchrun with 2 CPU processes (gloo) and a global batch of 16 ends where one
-    process with batch 16 ends: the same samples, crops, CutMix pairs and teacher
-    targets, gradients averaged by DDP (a model without BatchNorm, whose statistics
-    would be per process).  Equal up to the order of floating-point sums."""
-    one = T.train(
-        _cfg(
-            parquet_set,
-            cache_dir,
-            tmp_path / "one",
-            epochs=1,
-            mix_prob=1.0,
-            distill=True,
-        )
-    )
+def _torchrun(model_args, parquet_set, cache_dir, out, res=32):
+    """``torchrun --nproc_per_node=2 -m hirilib train`` on CPUs (gloo), global batch
+    16, one epoch, EMA distillation with Mixup/CutMix."""
     args = [
-        *TINY_MODEL,
-        "--data",
-        str(parquet_set),
-        "--res",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--lr",
-        "3e-3",
-        "--warmup-epochs",
-        "0.25",
+        *model_args,
+        "--data", str(parquet_set),
+        "--res", str(res),
+        "--epochs", "1",
+        "--batch-size", "16",
+        "--lr", "3e-3",
+        "--warmup-epochs", "0.25",
+        "--mix-prob", "1.0",
         "--distill",
-        "--device",
-        "cpu",
-        "--cache-dir",
-        str(cache_dir),
-        "--out",
-        str(tmp_path / "two"),
+        "--device", "cpu",
+        "--cache-dir", str(cache_dir),
+        "--out", str(out),
         "--no-progress",
-        "--log-every",
-        "1",
-    ]
+        "--log-every", "1",
+    ]  # fmt: skip
     p = subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "hirilib",
-            "train",
-            *args,
-        ],
+            PYTHON, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node=2", "-m", "hirilib", "train", *args,
+        ],  # fmt: skip
         cwd=ROOT,
         env=subprocess_env(),
         capture_output=True,
@@ -449,12 +419,38 @@ def test_two_gloo_processes_train_the_model_one_process_trains(
         timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _same_weights(two, one, atol, rtol=0.0):
+    """Weights within ``atol``; BatchNorm's running statistics within ``atol`` plus
+    ``rtol`` of their value."""
+    for part, module in (("model", one.model), ("ema", one.ema)):
+        for k, v in module.state_dict().items():
+            stat = k.endswith(("running_mean", "running_var"))
+            torch.testing.assert_close(
+                two[part][k], v, rtol=rtol if stat else 0.0, atol=atol,
+                msg=f"{part}.{k}",
+            )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_the_model_one_process_trains(
+    parquet_set, cache_dir, tmp_path
+):
+    """torchrun with 2 CPU processes (gloo) and a global batch of 16 ends where one
+    process with batch 16 ends: the same samples, crops, CutMix pairs and teacher
+    targets, gradients averaged by DDP.  Equal up to the order of floating-point
+    sums."""
+    one = T.train(
+        _cfg(
+            parquet_set, cache_dir, tmp_path / "one", epochs=1, mix_prob=1.0,
+            distill=True,
+        )  # fmt: skip
+    )
+    two = _torchrun(TINY_MODEL, parquet_set, cache_dir, tmp_path / "two")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
-    for k, v in one.model.state_dict().items():
-        torch.testing.assert_close(two["model"][k], v, rtol=0, atol=1e-5, msg=k)
-    for k, v in one.ema.state_dict().items():
-        torch.testing.assert_close(two["ema"][k], v, rtol=0, atol=1e-5, msg=k)
+    _same_weights(two, one, 1e-5)
     log = T.read_log(tmp_path / "two" / "log.jsonl")
     assert log[0]["world_size"] == 2
     ref = T.read_log(one.log)
@@ -466,6 +462,62 @@ def test_two_gloo_processes_train_the_model_one_process_trains(
     assert e2["type"] == "epoch" and e2["val_top1"] == pytest.approx(
         e1["val_top1"], abs=1e-6
     )
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_batchnorm_model_as_one(
+    parquet_set, cache_dir, tmp_path
+):
+    """HIRI-ViT-Nano has BatchNorm in its early stages: each process normalising its
+    half batch would leave the weights 3e-3 and the running statistics 0.1 apart.
+    With BatchNorm over the global batch (differentiably all-reduced sums), the
+    student, its running statistics and the EMA teacher's are those of one process
+    within 1e-4.  (IRDS downsampling: the Conv downsampling's conv bias feeds a
+    BatchNorm, which cancels it, so its gradient is zero but for rounding, and AdamW
+    turns that noise into steps: a weight no two runs agree on, one process or two.)"""
+    kw = {"downsample": "irds"}
+    model = ["--model", "hiri_vit_nano", "--model-kwargs", json.dumps(kw)]
+    one = T.train(
+        _cfg(
+            parquet_set, cache_dir, tmp_path / "one", model="hiri_vit_nano",
+            model_kwargs=kw, epochs=1, mix_prob=1.0, distill=True,
+        )  # fmt: skip
+    )
+    assert any(isinstance(m, nn.BatchNorm2d) for m in one.model.modules())
+    two = _torchrun(model, parquet_set, cache_dir, tmp_path / "two")
+    assert any(k.endswith("running_var") for k in two["model"])
+    _same_weights(two, one, 1e-4, rtol=1e-4)
+
+
+def test_global_batchnorm_is_batchnorm_in_one_process():
+    """Without a process group the all-reduce is the identity: GlobalBatchNorm then
+    gives BatchNorm's output, gradients and running statistics."""
+    import torch.distributed as tdist
+
+    if not tdist.is_available():
+        pytest.skip("torch.distributed is not available")
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(4)
+    net = T.sync_batchnorm(nn.Sequential(copy.deepcopy(ref)), torch.device("cpu"))
+    assert isinstance(net[0], T.GlobalBatchNorm)
+    x = torch.randn(6, 4, 5, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    if not tdist.is_initialized():
+        tdist.init_process_group(
+            "gloo", init_method=f"file://{os.path.abspath('.')}/.gbn-{os.getpid()}",
+            rank=0, world_size=1,
+        )  # fmt: skip
+    try:
+        (ref(x) ** 2).sum().backward()
+        (net(x2) ** 2).sum().backward()
+    finally:
+        tdist.destroy_process_group()
+        Path(f".gbn-{os.getpid()}").unlink(missing_ok=True)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=0, atol=1e-5)
+    torch.testing.assert_close(net[0].running_var, ref.running_var)
+    torch.testing.assert_close(net[0].running_mean, ref.running_mean)
+    g, want = net[0].weight.grad, ref.weight.grad
+    torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -698,3 +750,74 @@ def test_the_bench_suite_measures_the_real_step():
     assert step["bound_img_s"] == pytest.approx(
         step["peak_macs_per_s"] / step["train_macs_per_image"]
     )
+
+
+# ------------------------------------------------------------- the step, on a GPU too
+
+#: ATen calls that make the host wait for the device: reading a value back, an output
+#: whose shape depends on the data, or a tensor made from host data (an H2D copy).
+_SYNCING = (
+    "aten._local_scalar_dense",
+    "aten.item",
+    "aten.is_nonzero",
+    "aten.equal",
+    "aten.nonzero",
+    "aten.masked_select",
+    "aten.unique",
+    "aten._unique",
+    "aten.lift_fresh",
+)
+
+
+def _host_syncs():
+    """A dispatch mode that records every synchronising call: the ops above, and
+    copies between devices (on a CPU none happen, on a GPU each would block)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Syncs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            out = func(*args, **(kwargs or {}))
+            if name.startswith(_SYNCING):
+                self.calls.append(name)
+            elif name in ("aten._to_copy", "aten.copy_") and args:
+                src = args[1] if name == "aten.copy_" else args[0]
+                dst = args[0] if name == "aten.copy_" else out
+                if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor):
+                    if src.device != dst.device:
+                        self.calls.append(f"{name} {src.device}->{dst.device}")
+            return out
+
+    return Syncs()
+
+
+@pytest.mark.parametrize("mix", [0.0, 1.0])
+def test_a_step_makes_no_host_synchronisation(
+    mix, parquet_set, cache_dir, tmp_path
+):
+    """A batch and a training step (Mixup/CutMix, EMA distillation, drop-path,
+    clipping, fused AdamW, the EMA update) issue no call that would make the host wait
+    for a GPU; the logging step's read-back is the only one, and the mode sees it."""
+    import hirilib.train.setup
+
+    cfg = _cfg(
+        parquet_set, cache_dir, tmp_path / "run", epochs=1, mix_prob=mix,
+        distill=True, drop_path_rate=0.1,
+    )
+    run = T.setup_run(cfg)
+    try:
+        for step in range(2):  # warm-up: constants made on the device once
+            T.train_step(run, T.next_batch(run, step), step)
+        with _host_syncs() as mode:
+            for step in range(2, 4):
+                loss, acc = T.train_step(run, T.next_batch(run, step), step)
+        assert mode.calls == [], mode.calls
+        with _host_syncs() as mode:
+            loss.item()
+        assert mode.calls == ["aten._local_scalar_dense"]
+    finally:
+        hirilib.train.setup.close_run(run)

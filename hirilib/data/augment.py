@@ -149,7 +149,7 @@ def cutmix_mask(
     """
     y0, y1, x0, x1 = cutmix_box(lam, H, W, cy, cx)
     mask = torch.ones(1, 1, H, W, device=device)  # made on the device: no copy
-    mask[..., y0:y1, x0:x1] = 0.0
+    mask[..., y0:y1, x0:x1].zero_()
     return mask, 1.0 - (y1 - y0) * (x1 - x0) / (H * W)
 
 

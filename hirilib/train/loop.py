@@ -136,7 +136,7 @@ def evaluate(
         j = idx[i : i + bs]
         valid = torch.ones(bs, device=dist.device, dtype=torch.float64)
         if j.numel() < bs:  # pad with the first image, masked out
-            valid[j.numel() :] = 0
+            valid[j.numel() :].zero_()
             j = torch.cat([j, j[:1].expand(bs - j.numel())])
         x = eval_images(images[j.to(images.device)], res, dist.device, channels_last)
         y = labels[j].to(dist.device, non_blocking=True)
@@ -410,6 +410,28 @@ def finished(run: Run) -> RunResult:
     )
 
 
+def timed_step(run: Run, meter: "Meter", step: int, seen_res: set) -> None:
+    """A batch and a step, the data wait timed by events; the first step at each
+    resolution (where torch.compile compiles) is timed apart, synchronised."""
+    from hirilib.measure.timing import sync
+
+    res = res_at(step // run.steps_per_epoch, run.cfg)
+    first = res not in seen_res
+    if first:
+        sync(run.device)
+        seen_res.add(res)
+    t0 = time.perf_counter() if first else meter.timer.mark()
+    batch = next_batch(run, step)
+    t1 = meter.timer.mark()
+    loss, acc = train_step(run, batch, step)
+    if first:
+        sync(run.device)
+        meter.pause(time.perf_counter() - t0, compile=True)
+    else:
+        meter.timer.add(t0, t1, meter.timer.mark())
+    meter.add(loss, acc, timed=not first)
+
+
 # ============================================================================ training
 
 
@@ -420,7 +442,6 @@ def train(
     optimizer step; at the end of a logging window the log, at the end of an epoch the
     evaluation, and the checkpoints of the policy; all but the steps timed apart."""
     from hirilib.data import progress_bar
-    from hirilib.measure.timing import sync
 
     run = setup_run(cfg, command)
     cfg, metrics, done = run.cfg, {}, run.start_step
@@ -444,20 +465,7 @@ def train(
             for step in range(run.start_step, run.total_steps):
                 epoch = step // run.steps_per_epoch
                 bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}", refresh=False)
-                first = res_at(epoch, cfg) not in seen_res  # compiles: timed apart
-                if first:
-                    sync(run.device)
-                    seen_res.add(res_at(epoch, cfg))
-                t0 = time.perf_counter() if first else meter.timer.mark()
-                batch = next_batch(run, step)
-                t1 = meter.timer.mark()
-                loss, acc = train_step(run, batch, step)
-                if first:
-                    sync(run.device)
-                    meter.pause(time.perf_counter() - t0, compile=True)
-                else:
-                    meter.timer.add(t0, t1, meter.timer.mark())
-                meter.add(loss, acc, timed=not first)
+                timed_step(run, meter, step, seen_res)
                 done = step + 1
                 bar.update(1)
                 t_pause = time.perf_counter()  # logging, evaluation, checkpoints
