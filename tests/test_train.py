@@ -561,10 +561,6 @@ def no_training(monkeypatch):
         (["--model", "pvt_v2_b0", "--min-lr", "1", "--lr", "0.1"], "above --lr"),
         (["--recipe", "no_such_recipe"], "invalid choice"),
         (["--data", "imagenette"], "--model is required"),
-        (
-            ["--model", "pvt_v2_b0", "--resume", "--out", "/nonexistent/run"],
-            "no checkpoint",
-        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(
@@ -821,3 +817,183 @@ def test_a_step_makes_no_host_synchronisation(
         assert mode.calls == ["aten._local_scalar_dense"]
     finally:
         hirilib.train.setup.close_run(run)
+
+
+# --------------------------------------------- runs, checkpoints, bad input, the CLI
+
+
+def test_python_goes_through_the_same_checks_as_the_cli():
+    with pytest.raises(T.ConfigError, match="--lr -1: must be > 0"):
+        T.train(T.resolve_config(model="pvt_v2_b0", lr=-1))
+    with pytest.raises(T.ConfigError, match="--epochs 2.5: must be int"):
+        T.validate(T.resolve_config(model="pvt_v2_b0", epochs=2.5))
+
+
+def test_a_resume_may_change_the_speed_settings_not_the_recipe(tmp_path):
+    """compile, amp, channels_last, data and cache_res are not the recipe
+    (``--resume --no-compile`` works); the learning rate is."""
+    from hirilib.train.state import TRAINING_KEYS, check_resumable
+
+    cfg = T.resolve_config(model="pvt_v2_b0", compile=False, amp="off")
+    old = dict(cfg.recipe_fields(), compile=True, amp="bf16", data="elsewhere")
+    ck = {k: None for k in TRAINING_KEYS} | {"config": old}
+    check_resumable(ck, cfg, tmp_path / "checkpoint.pt")
+    ck["config"] = dict(old, lr=0.5)
+    with pytest.raises(T.ConfigError, match="trained with lr=0.5"):
+        check_resumable(ck, cfg, tmp_path / "checkpoint.pt")
+
+
+def _tiny(parquet_set, cache_dir, out, *extra):
+    return [
+        "train", *TINY_MODEL, "--data", str(parquet_set), "--res", "32",
+        "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+        "--cache-dir", str(cache_dir), "--out", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("content", ["weights", "missing_keys"])
+def test_resume_on_a_file_that_is_not_a_training_checkpoint(
+    content, parquet_set, cache_dir, tmp_path, capsys
+):
+    from hirilib.train.state import TRAINING_KEYS
+
+    out = tmp_path / "run"
+    out.mkdir()
+    if content == "weights":  # a model's weights only: KeyError 'config' before
+        doc = {"model": {"w": torch.zeros(1)}}
+    else:  # a training checkpoint whose model has other keys
+        doc = {k: 0 for k in TRAINING_KEYS}
+        doc.update(config={}, model={"w": torch.ones(1)})
+    torch.save(doc, out / "checkpoint.pt")
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 2
+    err = _one_line(capsys)
+    assert ("no training state" if content == "weights" else "does not fit") in err
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path):
+    """torch does not check the archive's CRCs: 64 flipped bytes inside a tensor load
+    silently; load_checkpoint verifies them first."""
+    from hirilib.hub import CheckpointError
+
+    path = tmp_path / "checkpoint.pt"
+    T.save_checkpoint(path, {"w": torch.arange(4096, dtype=torch.float32)})
+    raw = bytearray(path.read_bytes())
+    i = raw.find(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[:64])
+    assert i > 0
+    raw[i + 1000 : i + 1064] = bytes(64)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt is damaged.*CRC"):
+        T.load_checkpoint(path)
+
+
+def test_world_size_without_torchrun_is_one_line(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(_tiny(parquet_set, cache_dir, tmp_path / "r")) == 2
+    assert "torchrun" in _one_line(capsys)
+
+
+def test_abbreviated_flags_are_refused(capsys, no_training):
+    assert main(["train", "--model", "pvt_v2_b0", "--epoch", "3"]) == 2
+    assert "unknown setting '--epoch'" in _one_line(capsys)
+
+
+def test_help_describes_the_recipes_in_words(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "see RECIPES" not in out
+    for name, words in T.RECIPE_NOTES.items():
+        assert name in out and " ".join(words.split()[:4]) in out
+
+
+def test_a_garbage_first_line_of_the_log_is_not_called_missing(
+    tmp_path, capsys, no_training
+):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("garbage\n")
+    assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 2
+    err = _one_line(capsys)
+    assert "not the run's start record" in err and "has no log.jsonl" not in err
+    with pytest.raises(ValueError, match="line 1, is not a JSON record"):
+        T.read_log(tmp_path / "run" / "log.jsonl")
+
+
+def test_a_live_run_owns_its_folder_a_dead_ones_lock_is_taken_over(
+    parquet_set, cache_dir, tmp_path, capsys
+):
+    """A second run on a folder whose lock names a live process stops in one line and
+    touches nothing; a lock left by a dead process is taken over, and only then are
+    the temporary files it left removed."""
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    tmp = out / ".checkpoint.pt.abc.tmp"
+    tmp.write_text("half written")
+    live = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": live.pid, "host": socket.gethostname()}
+        (out / ".lock").write_text(json.dumps(lock))
+        assert main(_tiny(parquet_set, cache_dir, out)) == 2
+        assert "in use by a running training" in _one_line(capsys)
+        assert tmp.exists()  # its writer may be alive
+    finally:
+        live.kill()
+        live.wait()
+    assert main(_tiny(parquet_set, cache_dir, out)) == 0  # the owner is gone
+    assert not tmp.exists() and not (out / ".lock").exists()
+    assert (out / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_before_a_checkpoint_starts_afresh_and_on_a_finished_run_stops(
+    parquet_set, cache_dir, tmp_path, capsys
+):
+    """A preemptible job can always pass --resume: with no checkpoint yet it starts
+    from scratch and says so; on a finished run it says so, prints the summary and
+    exits 0 without training again."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"type": "start", "config": {}}\n')  # no ckpt
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 0
+    captured = capsys.readouterr()
+    assert "starting from scratch" in captured.err
+    log = (out / "log.jsonl").read_text()
+    assert T.read_log(out / "log.jsonl")[-1]["type"] == "end"
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "already finished" in printed and "val top-1" in printed
+    assert "epoch 2/1" not in printed
+    assert (out / "log.jsonl").read_text() == log  # nothing trained, nothing logged
+
+
+def test_ctrl_c_says_the_state_is_intact_and_how_to_resume(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    import hirilib.train.loop as loop
+
+    real = loop.train_step
+
+    def step(run, batch, i):
+        if i == 3:
+            raise KeyboardInterrupt
+        return real(run, batch, i)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    code = main(_tiny(parquet_set, cache_dir, out, "--save-every", "2"))
+    err = _one_line(capsys)
+    assert code == 130 and "the checkpoint of step 2" in err and "intact" in err
+    assert "--resume" in err and str(out) in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (out / ".lock").exists()

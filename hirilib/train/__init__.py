@@ -74,7 +74,13 @@ from .config import (
     resolve_config,
     validate,
 )
-from .dist import Dist, GlobalBatchNorm, init_distributed, sync_batchnorm, world_from_env
+from .dist import (
+    Dist,
+    GlobalBatchNorm,
+    init_distributed,
+    sync_batchnorm,
+    world_from_env,
+)
 from .loop import evaluate, next_batch, train, train_step
 from .objectives import (
     distillation_target,

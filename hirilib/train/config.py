@@ -424,18 +424,17 @@ def check_fields(cfg: "TrainConfig") -> None:
             raise ConfigError(f"{flag(f.name)} {v!r}: {problem}")
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def _check_out(out: Path, resume: bool) -> bool:
     """``out`` must be a folder we can write; a finished or running run there is only
-    continued with --resume, never overwritten."""
+    continued with --resume, never overwritten.  Returns whether there is a checkpoint
+    to resume from: --resume on a run stopped before its first checkpoint (or on a
+    folder not made yet) starts from scratch, so that a preemptible job can always
+    pass --resume."""
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"--out {out} is a file; give a folder for the run's log and checkpoint"
         )
     ckpt = out / CHECKPOINT_NAME
-    if resume and not ckpt.is_file():
-        raise ConfigError(
-            f"--resume: no checkpoint to continue from in {out} (expected {ckpt})"
-        )
     if not resume and (ckpt.is_file() or (out / LOG_NAME).is_file()):
         raise ConfigError(
             f"--out {out} already holds a run; pass --resume to continue it, "
@@ -453,6 +452,7 @@ def _check_out(out: Path, resume: bool) -> None:
         raise ConfigError(
             f"cannot write {out}: {parent} is not writable ({e.strerror})"
         ) from None
+    return resume and ckpt.is_file()
 
 
 def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
@@ -538,7 +538,7 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
             "bf16; use --amp fp16 (with a gradient scaler) or auto"
         )
     out = Path(cfg.out or f"runs/{cfg.model}")
-    _check_out(out, cfg.resume)
+    resume = _check_out(out, cfg.resume)
     if cfg.final_epochs > cfg.epochs:
         raise ConfigError(
             f"--final-epochs {cfg.final_epochs} is more than --epochs {cfg.epochs}"
@@ -549,6 +549,7 @@ def validate(cfg: TrainConfig, world: int = 1) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         out=str(out),
+        resume=resume,
         val_res=val_res,
         cache_res=cfg.cache_res or max(cfg.res, val_res, cfg.final_res or 0),
         compile=device.type == "cuda" if cfg.compile is None else cfg.compile,

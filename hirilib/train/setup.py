@@ -259,7 +259,7 @@ def _own_out(run: Run, resume_asked: bool) -> None:
         return
     run.out.mkdir(parents=True, exist_ok=True)
     run.lock = RunLock(run.out).acquire()
-    _check_out(run.out, run.cfg.resume)
+    _check_out(run.out, resume_asked)  # again, now that no one else can write
     if resume_asked and not run.cfg.resume:
         # a run stopped before its first checkpoint: its log goes, the run restarts
         (run.out / LOG_NAME).unlink(missing_ok=True)
