@@ -997,3 +997,14 @@ def test_ctrl_c_says_the_state_is_intact_and_how_to_resume(
     assert "--resume" in err and str(out) in err
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (out / ".lock").exists()
+
+
+def test_bench_measures_a_recipe_as_it_trains():
+    """The recipe's own model, batch and both resolutions (96 px, then 128 px), on
+    synthetic images; its peak is the roofline's measure_peaks."""
+    from hirilib.bench import train as bench
+
+    r = bench.recipe_throughput("imagenette_5ep", 2, torch.device("cpu"))
+    assert r["model"] == "hiri_vit_nano" and r["batch_size"] == 64
+    assert set(r["img_s_by_res"]) == {"96", "128"} and r["img_s"] > 0
+    assert 0 < r["fraction_of_peak"] < 1 and r["compile_seconds"] > 0
