@@ -1008,3 +1008,28 @@ def test_bench_measures_a_recipe_as_it_trains():
     assert r["model"] == "hiri_vit_nano" and r["batch_size"] == 64
     assert set(r["img_s_by_res"]) == {"96", "128"} and r["img_s"] > 0
     assert 0 < r["fraction_of_peak"] < 1 and r["compile_seconds"] > 0
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    """A preempted job gets SIGTERM: the step in flight ends, a checkpoint is written,
+    and one line says how to continue (exit 143)."""
+    import signal
+
+    import hirilib.train.loop as loop
+
+    real = loop.train_step
+
+    def step(run, batch, i):
+        if i == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, batch, i)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    assert main(_tiny(parquet_set, cache_dir, out)) == 143
+    err = _one_line(capsys)
+    assert "stopped by SIGTERM at step 3" in err and "--resume" in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler is put back
