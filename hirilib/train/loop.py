@@ -396,6 +396,20 @@ def _sigterm_stops(run: Run):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _stop_agreed(run: Run, logging_step: bool) -> bool:
+    """Whether to save and stop now: at once in one process; with several, at a
+    logging step, when any of them was asked (so that all save the same step)."""
+    if run.dist.world == 1:
+        return run.stop is not None
+    if not logging_step:
+        return False
+    flag = torch.tensor([float(run.stop is not None)], device=run.device)
+    if run.dist.all_reduce_sum(flag).item() > 0:
+        run.stop = run.stop or "SIGTERM"
+        return True
+    return False
+
+
 def finished(run: Run) -> RunResult:
     """A resumed run whose checkpoint is its last step: nothing to train."""
     epochs = previous_epochs(run.out / LOG_NAME)
@@ -469,14 +483,16 @@ def train(
                 done = step + 1
                 bar.update(1)
                 t_pause = time.perf_counter()  # logging, evaluation, checkpoints
-                if done % cfg.log_every == 0 or done % run.steps_per_epoch == 0:
+                logs = done % cfg.log_every == 0 or done % run.steps_per_epoch == 0
+                if logs:
                     log_window(run, meter, done, bar)
                 if done % run.steps_per_epoch == 0:
                     metrics = end_of_epoch(run, meter, epoch, done, bar)
-                if should_save(run, done) or run.stop:
+                stop = _stop_agreed(run, logs)
+                if should_save(run, done) or stop:
                     save(run, done)
                 meter.pause(time.perf_counter() - t_pause)
-                if run.stop:
+                if stop:
                     raise _interrupted(run, done, f"stopped by {run.stop}")
                 if cfg.stop_after_steps and done == cfg.stop_after_steps:
                     run.dist.barrier()
