@@ -215,6 +215,7 @@ def _wrap(run: Run) -> None:
     cfg, device = run.cfg, run.device
     run.teacher = Teacher(run.ema) if cfg.distill else None
     if cfg.compile:  # in place (Module.compile): the state_dict keys do not change
+        _room_for_static_graphs()
         run.model.compile(dynamic=False)
         if run.ema is not None:
             run.ema.compile(dynamic=False)
@@ -229,6 +230,18 @@ def _wrap(run: Run) -> None:
         warnings.filterwarnings("ignore", message="Grad strides do not match")
         ids = [device.index] if device.type == "cuda" else None
         run.net = DDP(run.model, device_ids=ids)
+
+
+def _room_for_static_graphs(n: int = 64) -> None:
+    """Static shapes give one graph per (resolution, train/eval, student/teacher) and
+    per stage shape of a frame a graph break starts: more than dynamo's default limit
+    of 8 per frame, past which it would run that frame eagerly."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            current = getattr(torch._dynamo.config, name)
+            setattr(torch._dynamo.config, name, max(current, n))
 
 
 def _augment(run: Run):
