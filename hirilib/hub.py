@@ -245,3 +245,26 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                               f"{'; '.join(parts)}. Is it the weights of another variant?")
     model.load_state_dict(sd, strict=False)
     return model
+
+
+def verify_torch_zip(path: str | os.PathLike) -> Path:
+    """Check a ``torch.save`` file's integrity before it is loaded: such a file is a
+    zip archive whose members carry CRC-32 checksums, which ``torch.load`` does not
+    verify (a flipped byte inside a tensor would load silently).  Returns the path;
+    raises ``CheckpointError`` naming the file and the first damaged member."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not an intact torch file (not a readable zip archive: {e})"
+        ) from None
+    except Exception as e:  # zlib errors of a damaged compressed member
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is damaged: member {bad!r} fails its CRC check (the file was "
+            "changed or cut after it was written); use another copy"
+        )
+    return path

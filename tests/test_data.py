@@ -189,3 +189,82 @@ def test_eval_view_is_the_whole_image():
     same = D.eval_images(x, 16, torch.device("cpu"))
     torch.testing.assert_close(same, D.normalize(x.float()))
     assert D.eval_images(x, 8, torch.device("cpu")).shape == (2, 3, 8, 8)
+
+
+# ------------------------------------------------------- bad files, a damaged cache
+
+
+def _write(folder, columns):
+    import datasets
+
+    for split in ("train", "validation"):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(columns).to_parquet(
+            str(folder / split / f"{split}-0.parquet")
+        )
+    return folder
+
+
+def test_a_wrong_schema_says_which_columns_are_expected(tmp_path):
+    folder = _write(tmp_path / "d", {"img": [b"x", b"y"], "y": [0, 1]})
+    with pytest.raises(D.DataError, match="expected an 'image' column"):
+        D.load_data(str(folder), 16, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_a_corrupt_image_names_its_row(parquet_set, tmp_path):
+    import datasets
+    import shutil
+
+    folder = tmp_path / "d"
+    shutil.copytree(parquet_set, folder)
+    path = next((folder / "train").glob("*.parquet"))
+    ds = datasets.Dataset.from_parquet(str(path))
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    rows = ds.to_dict()
+    rows["image"][3] = {"bytes": b"not an image", "path": None}
+    datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(path))
+    with pytest.raises(D.DataError, match="train split's image at row 3"):
+        D.load_data(str(folder), 16, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_the_cache_is_keyed_on_the_files_content(parquet_set, tmp_path):
+    """A file changed in place with its size and modification time kept is another
+    source (its bytes are hashed), so its images are decoded again."""
+    import os
+    import shutil
+
+    folder = tmp_path / "d"
+    shutil.copytree(parquet_set, folder)
+    before = D.resolve_source(str(folder)).identity
+    path = next((folder / "validation").glob("*.parquet"))
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert D.resolve_source(str(folder)).identity != before
+
+
+@pytest.mark.parametrize("damage", ["labels", "label_range", "classes", "bytes"])
+def test_a_damaged_cache_is_rebuilt_never_trusted(damage, parquet_set, tmp_path):
+    first = D.load_data(str(parquet_set), 24, cache_dir=tmp_path, progress=False)
+    path = first.cache_path
+    doc = torch.load(path, weights_only=True)
+    if damage == "labels":  # 5 labels for 64 images
+        doc["train_labels"] = doc["train_labels"][:5]
+    elif damage == "label_range":  # labels 50.. for 4 classes
+        doc["train_labels"] = doc["train_labels"] + 50
+    elif damage == "classes":
+        doc["classes"] = None
+    if damage == "bytes":  # flipped bytes inside the images: the zip's CRCs catch it
+        raw = bytearray(open(path, "rb").read())
+        i = raw.find(doc["train_images"][10].numpy().tobytes()[:256])
+        raw[i : i + 64] = bytes(b ^ 0xFF for b in raw[i : i + 64])
+        open(path, "wb").write(bytes(raw))
+    else:
+        torch.save(doc, path)
+    with pytest.warns(UserWarning, match="rebuilding the damaged data cache"):
+        again = D.load_data(str(parquet_set), 24, cache_dir=tmp_path, progress=False)
+    assert torch.equal(again.train_labels, first.train_labels)
+    assert torch.equal(again.train_images, first.train_images)
+    assert again.classes == first.classes

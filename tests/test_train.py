@@ -5,6 +5,7 @@ user error as one line before any work."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import subprocess
@@ -387,61 +388,30 @@ def test_killed_mid_epoch_and_resumed_gives_bit_identical_weights(
     assert [r["type"] for r in log].count("resume") == 1
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_the_model_one_process_trains(
-    parquet_set, cache_dir, tmp_path
-):
-    """torchrun with 2 CPU processes (gloo) and a global batch of 16 ends where one
-    process with batch 16 ends: the same samples, crops, CutMix pairs and teacher
-    targets, gradients averaged by DDP (a model without BatchNorm, whose statistics
-    would be per process).  Equal up to the order of floating-point sums."""
-    one = T.train(
-        _cfg(
-            parquet_set,
-            cache_dir,
-            tmp_path / "one",
-            epochs=1,
-            mix_prob=1.0,
-            distill=True,
-        )
-    )
+def _torchrun(model_args, parquet_set, cache_dir, out, res=32):
+    """``torchrun --nproc_per_node=2 -m hirilib train`` on CPUs (gloo), global batch
+    16, one epoch, EMA distillation with Mixup/CutMix."""
     args = [
-        *TINY_MODEL,
-        "--data",
-        str(parquet_set),
-        "--res",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--lr",
-        "3e-3",
-        "--warmup-epochs",
-        "0.25",
+        *model_args,
+        "--data", str(parquet_set),
+        "--res", str(res),
+        "--epochs", "1",
+        "--batch-size", "16",
+        "--lr", "3e-3",
+        "--warmup-epochs", "0.25",
+        "--mix-prob", "1.0",
         "--distill",
-        "--device",
-        "cpu",
-        "--cache-dir",
-        str(cache_dir),
-        "--out",
-        str(tmp_path / "two"),
+        "--device", "cpu",
+        "--cache-dir", str(cache_dir),
+        "--out", str(out),
         "--no-progress",
-        "--log-every",
-        "1",
-    ]
+        "--log-every", "1",
+    ]  # fmt: skip
     p = subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "hirilib",
-            "train",
-            *args,
-        ],
+            PYTHON, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node=2", "-m", "hirilib", "train", *args,
+        ],  # fmt: skip
         cwd=ROOT,
         env=subprocess_env(),
         capture_output=True,
@@ -449,12 +419,38 @@ def test_two_gloo_processes_train_the_model_one_process_trains(
         timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _same_weights(two, one, atol, rtol=0.0):
+    """Weights within ``atol``; BatchNorm's running statistics within ``atol`` plus
+    ``rtol`` of their value."""
+    for part, module in (("model", one.model), ("ema", one.ema)):
+        for k, v in module.state_dict().items():
+            stat = k.endswith(("running_mean", "running_var"))
+            torch.testing.assert_close(
+                two[part][k], v, rtol=rtol if stat else 0.0, atol=atol,
+                msg=f"{part}.{k}",
+            )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_the_model_one_process_trains(
+    parquet_set, cache_dir, tmp_path
+):
+    """torchrun with 2 CPU processes (gloo) and a global batch of 16 ends where one
+    process with batch 16 ends: the same samples, crops, CutMix pairs and teacher
+    targets, gradients averaged by DDP.  Equal up to the order of floating-point
+    sums."""
+    one = T.train(
+        _cfg(
+            parquet_set, cache_dir, tmp_path / "one", epochs=1, mix_prob=1.0,
+            distill=True,
+        )  # fmt: skip
+    )
+    two = _torchrun(TINY_MODEL, parquet_set, cache_dir, tmp_path / "two")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
-    for k, v in one.model.state_dict().items():
-        torch.testing.assert_close(two["model"][k], v, rtol=0, atol=1e-5, msg=k)
-    for k, v in one.ema.state_dict().items():
-        torch.testing.assert_close(two["ema"][k], v, rtol=0, atol=1e-5, msg=k)
+    _same_weights(two, one, 1e-5)
     log = T.read_log(tmp_path / "two" / "log.jsonl")
     assert log[0]["world_size"] == 2
     ref = T.read_log(one.log)
@@ -468,6 +464,62 @@ def test_two_gloo_processes_train_the_model_one_process_trains(
     )
 
 
+@pytest.mark.slow
+def test_two_processes_train_a_batchnorm_model_as_one(
+    parquet_set, cache_dir, tmp_path
+):
+    """HIRI-ViT-Nano has BatchNorm in its early stages: each process normalising its
+    half batch would leave the weights 3e-3 and the running statistics 0.1 apart.
+    With BatchNorm over the global batch (differentiably all-reduced sums), the
+    student, its running statistics and the EMA teacher's are those of one process
+    within 1e-4.  (IRDS downsampling: the Conv downsampling's conv bias feeds a
+    BatchNorm, which cancels it, so its gradient is zero but for rounding, and AdamW
+    turns that noise into steps: a weight no two runs agree on, one process or two.)"""
+    kw = {"downsample": "irds"}
+    model = ["--model", "hiri_vit_nano", "--model-kwargs", json.dumps(kw)]
+    one = T.train(
+        _cfg(
+            parquet_set, cache_dir, tmp_path / "one", model="hiri_vit_nano",
+            model_kwargs=kw, epochs=1, mix_prob=1.0, distill=True,
+        )  # fmt: skip
+    )
+    assert any(isinstance(m, nn.BatchNorm2d) for m in one.model.modules())
+    two = _torchrun(model, parquet_set, cache_dir, tmp_path / "two")
+    assert any(k.endswith("running_var") for k in two["model"])
+    _same_weights(two, one, 1e-4, rtol=1e-4)
+
+
+def test_global_batchnorm_is_batchnorm_in_one_process():
+    """Without a process group the all-reduce is the identity: GlobalBatchNorm then
+    gives BatchNorm's output, gradients and running statistics."""
+    import torch.distributed as tdist
+
+    if not tdist.is_available():
+        pytest.skip("torch.distributed is not available")
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(4)
+    net = T.sync_batchnorm(nn.Sequential(copy.deepcopy(ref)), torch.device("cpu"))
+    assert isinstance(net[0], T.GlobalBatchNorm)
+    x = torch.randn(6, 4, 5, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    if not tdist.is_initialized():
+        tdist.init_process_group(
+            "gloo", init_method=f"file://{os.path.abspath('.')}/.gbn-{os.getpid()}",
+            rank=0, world_size=1,
+        )  # fmt: skip
+    try:
+        (ref(x) ** 2).sum().backward()
+        (net(x2) ** 2).sum().backward()
+    finally:
+        tdist.destroy_process_group()
+        Path(f".gbn-{os.getpid()}").unlink(missing_ok=True)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=0, atol=1e-5)
+    torch.testing.assert_close(net[0].running_var, ref.running_var)
+    torch.testing.assert_close(net[0].running_mean, ref.running_mean)
+    g, want = net[0].weight.grad, ref.weight.grad
+    torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 
@@ -475,7 +527,10 @@ def test_two_gloo_processes_train_the_model_one_process_trains(
 def no_training(monkeypatch):
     """Any of these errors must come before the first step."""
     ran = []
-    monkeypatch.setattr(T, "init_distributed", lambda *a: ran.append(1) or 1 / 0)
+    import hirilib.train.setup
+
+    stop = lambda *a: ran.append(1) or 1 / 0  # noqa: E731
+    monkeypatch.setattr(hirilib.train.setup, "init_distributed", stop)
     return ran
 
 
@@ -506,10 +561,6 @@ def no_training(monkeypatch):
         (["--model", "pvt_v2_b0", "--min-lr", "1", "--lr", "0.1"], "above --lr"),
         (["--recipe", "no_such_recipe"], "invalid choice"),
         (["--data", "imagenette"], "--model is required"),
-        (
-            ["--model", "pvt_v2_b0", "--resume", "--out", "/nonexistent/run"],
-            "no checkpoint",
-        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(
@@ -695,3 +746,290 @@ def test_the_bench_suite_measures_the_real_step():
     assert step["bound_img_s"] == pytest.approx(
         step["peak_macs_per_s"] / step["train_macs_per_image"]
     )
+
+
+# ------------------------------------------------------------- the step, on a GPU too
+
+#: ATen calls that make the host wait for the device: reading a value back, an output
+#: whose shape depends on the data, or a tensor made from host data (an H2D copy).
+_SYNCING = (
+    "aten._local_scalar_dense",
+    "aten.item",
+    "aten.is_nonzero",
+    "aten.equal",
+    "aten.nonzero",
+    "aten.masked_select",
+    "aten.unique",
+    "aten._unique",
+    "aten.lift_fresh",
+)
+
+
+def _host_syncs():
+    """A dispatch mode that records every synchronising call: the ops above, and
+    copies between devices (on a CPU none happen, on a GPU each would block)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Syncs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            out = func(*args, **(kwargs or {}))
+            if name.startswith(_SYNCING):
+                self.calls.append(name)
+            elif name in ("aten._to_copy", "aten.copy_") and args:
+                src = args[1] if name == "aten.copy_" else args[0]
+                dst = args[0] if name == "aten.copy_" else out
+                if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor):
+                    if src.device != dst.device:
+                        self.calls.append(f"{name} {src.device}->{dst.device}")
+            return out
+
+    return Syncs()
+
+
+@pytest.mark.parametrize("mix", [0.0, 1.0])
+def test_a_step_makes_no_host_synchronisation(
+    mix, parquet_set, cache_dir, tmp_path
+):
+    """A batch and a training step (Mixup/CutMix, EMA distillation, drop-path,
+    clipping, fused AdamW, the EMA update) issue no call that would make the host wait
+    for a GPU; the logging step's read-back is the only one, and the mode sees it."""
+    import hirilib.train.setup
+
+    cfg = _cfg(
+        parquet_set, cache_dir, tmp_path / "run", epochs=1, mix_prob=mix,
+        distill=True, drop_path_rate=0.1,
+    )
+    run = T.setup_run(cfg)
+    try:
+        for step in range(2):  # warm-up: constants made on the device once
+            T.train_step(run, T.next_batch(run, step), step)
+        with _host_syncs() as mode:
+            for step in range(2, 4):
+                loss, acc = T.train_step(run, T.next_batch(run, step), step)
+        assert mode.calls == [], mode.calls
+        with _host_syncs() as mode:
+            loss.item()
+        assert mode.calls == ["aten._local_scalar_dense"]
+    finally:
+        hirilib.train.setup.close_run(run)
+
+
+# --------------------------------------------- runs, checkpoints, bad input, the CLI
+
+
+def test_python_goes_through_the_same_checks_as_the_cli():
+    with pytest.raises(T.ConfigError, match="--lr -1: must be > 0"):
+        T.train(T.resolve_config(model="pvt_v2_b0", lr=-1))
+    with pytest.raises(T.ConfigError, match="--epochs 2.5: must be int"):
+        T.validate(T.resolve_config(model="pvt_v2_b0", epochs=2.5))
+
+
+def test_a_resume_may_change_the_speed_settings_not_the_recipe(tmp_path):
+    """compile, amp, channels_last, data and cache_res are not the recipe
+    (``--resume --no-compile`` works); the learning rate is."""
+    from hirilib.train.state import TRAINING_KEYS, check_resumable
+
+    cfg = T.resolve_config(model="pvt_v2_b0", compile=False, amp="off")
+    old = dict(cfg.recipe_fields(), compile=True, amp="bf16", data="elsewhere")
+    ck = {k: None for k in TRAINING_KEYS} | {"config": old}
+    check_resumable(ck, cfg, tmp_path / "checkpoint.pt")
+    ck["config"] = dict(old, lr=0.5)
+    with pytest.raises(T.ConfigError, match="trained with lr=0.5"):
+        check_resumable(ck, cfg, tmp_path / "checkpoint.pt")
+
+
+def _tiny(parquet_set, cache_dir, out, *extra):
+    return [
+        "train", *TINY_MODEL, "--data", str(parquet_set), "--res", "32",
+        "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+        "--cache-dir", str(cache_dir), "--out", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("content", ["weights", "missing_keys"])
+def test_resume_on_a_file_that_is_not_a_training_checkpoint(
+    content, parquet_set, cache_dir, tmp_path, capsys
+):
+    from hirilib.train.state import TRAINING_KEYS
+
+    out = tmp_path / "run"
+    out.mkdir()
+    if content == "weights":  # a model's weights only: KeyError 'config' before
+        doc = {"model": {"w": torch.zeros(1)}}
+    else:  # a training checkpoint whose model has other keys
+        doc = {k: 0 for k in TRAINING_KEYS}
+        doc.update(config={}, model={"w": torch.ones(1)})
+    torch.save(doc, out / "checkpoint.pt")
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 2
+    err = _one_line(capsys)
+    assert ("no training state" if content == "weights" else "does not fit") in err
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path):
+    """torch does not check the archive's CRCs: 64 flipped bytes inside a tensor load
+    silently; load_checkpoint verifies them first."""
+    from hirilib.hub import CheckpointError
+
+    path = tmp_path / "checkpoint.pt"
+    T.save_checkpoint(path, {"w": torch.arange(4096, dtype=torch.float32)})
+    raw = bytearray(path.read_bytes())
+    i = raw.find(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[:64])
+    assert i > 0
+    raw[i + 1000 : i + 1064] = bytes(64)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt is damaged.*CRC"):
+        T.load_checkpoint(path)
+
+
+def test_world_size_without_torchrun_is_one_line(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(_tiny(parquet_set, cache_dir, tmp_path / "r")) == 2
+    assert "torchrun" in _one_line(capsys)
+
+
+def test_abbreviated_flags_are_refused(capsys, no_training):
+    assert main(["train", "--model", "pvt_v2_b0", "--epoch", "3"]) == 2
+    assert "unknown setting '--epoch'" in _one_line(capsys)
+
+
+def test_help_describes_the_recipes_in_words(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "see RECIPES" not in out
+    for name, words in T.RECIPE_NOTES.items():
+        assert name in out and " ".join(words.split()[:4]) in out
+
+
+def test_a_garbage_first_line_of_the_log_is_not_called_missing(
+    tmp_path, capsys, no_training
+):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("garbage\n")
+    assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 2
+    err = _one_line(capsys)
+    assert "not the run's start record" in err and "has no log.jsonl" not in err
+    with pytest.raises(ValueError, match="line 1, is not a JSON record"):
+        T.read_log(tmp_path / "run" / "log.jsonl")
+
+
+def test_a_live_run_owns_its_folder_a_dead_ones_lock_is_taken_over(
+    parquet_set, cache_dir, tmp_path, capsys
+):
+    """A second run on a folder whose lock names a live process stops in one line and
+    touches nothing; a lock left by a dead process is taken over, and only then are
+    the temporary files it left removed."""
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    tmp = out / ".checkpoint.pt.abc.tmp"
+    tmp.write_text("half written")
+    live = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": live.pid, "host": socket.gethostname()}
+        (out / ".lock").write_text(json.dumps(lock))
+        assert main(_tiny(parquet_set, cache_dir, out)) == 2
+        assert "in use by a running training" in _one_line(capsys)
+        assert tmp.exists()  # its writer may be alive
+    finally:
+        live.kill()
+        live.wait()
+    assert main(_tiny(parquet_set, cache_dir, out)) == 0  # the owner is gone
+    assert not tmp.exists() and not (out / ".lock").exists()
+    assert (out / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_before_a_checkpoint_starts_afresh_and_on_a_finished_run_stops(
+    parquet_set, cache_dir, tmp_path, capsys
+):
+    """A preemptible job can always pass --resume: with no checkpoint yet it starts
+    from scratch and says so; on a finished run it says so, prints the summary and
+    exits 0 without training again."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"type": "start", "config": {}}\n')  # no ckpt
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 0
+    captured = capsys.readouterr()
+    assert "starting from scratch" in captured.err
+    log = (out / "log.jsonl").read_text()
+    assert T.read_log(out / "log.jsonl")[-1]["type"] == "end"
+    assert main(_tiny(parquet_set, cache_dir, out, "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "already finished" in printed and "val top-1" in printed
+    assert "epoch 2/1" not in printed
+    assert (out / "log.jsonl").read_text() == log  # nothing trained, nothing logged
+
+
+def test_ctrl_c_says_the_state_is_intact_and_how_to_resume(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    import hirilib.train.loop as loop
+
+    real = loop.train_step
+
+    def step(run, batch, i):
+        if i == 3:
+            raise KeyboardInterrupt
+        return real(run, batch, i)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    code = main(_tiny(parquet_set, cache_dir, out, "--save-every", "2"))
+    err = _one_line(capsys)
+    assert code == 130 and "the checkpoint of step 2" in err and "intact" in err
+    assert "--resume" in err and str(out) in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (out / ".lock").exists()
+
+
+def test_bench_measures_a_recipe_as_it_trains():
+    """The recipe's own model, batch and both resolutions (96 px, then 128 px), on
+    synthetic images; its peak is the roofline's measure_peaks."""
+    from hirilib.bench import train as bench
+
+    r = bench.recipe_throughput("imagenette_5ep", 2, torch.device("cpu"))
+    assert r["model"] == "hiri_vit_nano" and r["batch_size"] == 64
+    assert set(r["img_s_by_res"]) == {"96", "128"} and r["img_s"] > 0
+    assert 0 < r["fraction_of_peak"] < 1 and r["compile_seconds"] > 0
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(
+    parquet_set, cache_dir, tmp_path, capsys, monkeypatch
+):
+    """A preempted job gets SIGTERM: the step in flight ends, a checkpoint is written,
+    and one line says how to continue (exit 143)."""
+    import signal
+
+    import hirilib.train.loop as loop
+
+    real = loop.train_step
+
+    def step(run, batch, i):
+        if i == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, batch, i)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    assert main(_tiny(parquet_set, cache_dir, out)) == 143
+    err = _one_line(capsys)
+    assert "stopped by SIGTERM at step 3" in err and "--resume" in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler is put back

@@ -1,7 +1,9 @@
-"""Chapter 8's suite: images per second of the data side alone, and of the whole
-training step (the real loop of ``hirilib.train`` on synthetic images), with the
-fraction of step time spent waiting for data and the step's rate against the device's
-measured matmul rate (its FLOPs bound)."""
+"""Chapter 8's suite: images per second of the data side alone, of the whole training
+step (the real loop of ``hirilib.train`` on synthetic images), and of each recipe
+exactly as it trains (its model, batch, resolutions, precision and compilation), with
+the fraction of step time spent waiting for data, the compile time apart, and the
+step's rate against the device's measured matmul rate
+(:func:`hirilib.measure.roofline.measure_peaks`, the roofline's peak)."""
 
 from __future__ import annotations
 
@@ -96,6 +98,68 @@ def step_throughput(
     }
 
 
+def recipe_throughput(
+    recipe: str, steps: int, device: torch.device, **overrides
+) -> Dict[str, Any]:
+    """A named recipe as it trains, on synthetic images: ``steps`` steps at each of its
+    training resolutions (progressive resizing's too), the validation at its size, the
+    compilation of a GPU run; images/s and data wait per resolution (the first step
+    at each, which compiles, timed apart), and the fraction of the device's peak."""
+    from hirilib.train import RECIPES, log_summary, read_log, resolve_config, train
+
+    r = RECIPES[recipe]
+    two = bool(r.get("final_res")) and r.get("final_epochs", 0) > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_config(
+            recipe,
+            data="synthetic",
+            train_subset=r["batch_size"] * steps,
+            val_subset=r["batch_size"],
+            epochs=2 if two else 1,
+            final_epochs=1 if two else 0,
+            device=str(device),
+            out=str(Path(tmp) / "run"),
+            progress=False,
+            log_every=max(1, steps // 4),
+            save_every_epochs=0,
+            **overrides,
+        )
+        result = train(cfg, command=f"python -m hirilib bench train ({recipe})")
+        records = read_log(result.log)
+    summary = log_summary(records)
+    by_res: Dict[str, Dict[str, float]] = {}
+    for rec in records:
+        if rec["type"] == "step":
+            by_res.setdefault(str(rec["res"]), {"img_s": [], "data_wait": []})
+            by_res[str(rec["res"])]["img_s"].append(rec["img_s"])
+            by_res[str(rec["res"])]["data_wait"].append(rec["data_wait"])
+    import statistics
+
+    epochs = [rec for rec in records if rec["type"] == "epoch"]
+    return {
+        "kind": "recipe",
+        "recipe": recipe,
+        "steps_per_resolution": steps,
+        "compile": cfg.compile,
+        "img_s_by_res": {
+            k: statistics.median(v["img_s"][1:] or v["img_s"])
+            for k, v in by_res.items()
+        },
+        "data_wait_by_res": {
+            k: statistics.median(v["data_wait"][1:] or v["data_wait"])
+            for k, v in by_res.items()
+        },
+        "compile_seconds": sum(e.get("compile_seconds", 0.0) for e in epochs),
+        **{
+            k: summary.get(k)
+            for k in (
+                "model", "res", "val_res", "batch_size", "amp", "img_s", "data_wait",
+                "fraction_of_peak", "peak_macs_per_s", "bound_img_s", "device",
+            )
+        },  # fmt: skip
+    }
+
+
 @suite("train")
 def train_suite(device: torch.device, quick: bool) -> List[Dict[str, Any]]:
     res = 32 if quick else 128
@@ -109,4 +173,7 @@ def train_suite(device: torch.device, quick: bool) -> List[Dict[str, Any]]:
             records.append(
                 step_throughput(name, kw, res, batch, steps, device, distill)
             )
+    if not quick:  # the records' recipes as they train (a CPU run would take hours)
+        for recipe in ("imagenette_5ep",):
+            records.append(recipe_throughput(recipe, 40, device))
     return records

@@ -20,9 +20,14 @@ import torch.nn as nn
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a GPU's stream; nothing on a CPU)."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_sync = sync
 
 
 def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
