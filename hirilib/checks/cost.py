@@ -119,26 +119,42 @@ def check_max_batch(fn) -> None:
     training batch that fits: the budget, minus the reserve (CUDA context, workspaces),
     minus fp32 weights, their gradients and AdamW's two states per weight, divided by the
     activations saved per image (rounded down)."""
-    for p, a, budget, reserve in [(28.6e6, 60e6, 16e9, 1.5e9), (3.7e6, 25e6, 16e9, 1.5e9),
-                                  (88.6e6, 240e6, 80e9, 2e9)]:
-        want = _max_batch(p, a, budget, reserve)
-        room = budget - reserve
-        mistakes = {
-            "the optimizer's two states per weight left out": int((room - 8 * p) // a),
-            "the gradients left out": int((room - 12 * p) // a),
-            "the weights counted once, with nothing for training": int((room - 4 * p) // a),
-            "the reserve left out": int((budget - 16 * p) // a),
-        }
+    cases = [(28.6e6, 60e6, 16e9, 1.5e9), (3.7e6, 25e6, 16e9, 1.5e9),
+             (88.6e6, 240e6, 80e9, 2e9), (5.0e6, 27e6, 16e9, 1.5e9)]
+    mistakes = {   # each: the answer that mistake gives in a case
+        "the optimizer's two states per weight left out":
+            lambda p, a, room, budget: int((room - 8 * p) // a),
+        "the gradients left out": lambda p, a, room, budget: int((room - 12 * p) // a),
+        "the weights counted once, with nothing for training":
+            lambda p, a, room, budget: int((room - 4 * p) // a),
+        "the reserve left out": lambda p, a, room, budget: int((budget - 16 * p) // a),
+        "the batch rounded to the nearest integer instead of down":
+            lambda p, a, room, budget: round((room - 16 * p) / a),
+    }
+    answers, wrong = [], None
+    for p, a, budget, reserve in cases:
         got = fn(p, a, budget, reserve)
         if isinstance(got, float) and got.is_integer():
             got = int(got)
-        if got == want:
-            continue
-        named = [m for m, v in mistakes.items() if got == v]
-        extra = f": that is the answer with {' / '.join(named)}" if named else ""
-        raise CheckFailed(f"{p / 1e6:.1f} M parameters, {a / 1e6:.0f} MB per image, "
-                          f"{budget / 1e9:.0f} GB: you give {got!r}, the answer is "
-                          f"{want}{extra}")
+        answers.append(got)
+        want = _max_batch(p, a, budget, reserve)
+        if got != want and wrong is None:
+            wrong = (p, a, budget, got, want)
+    if wrong is None:
+        return
+    # a mistake is named only when it gives the student's answer in every case
+    named = [m for m, f in mistakes.items()
+             if all(got == f(p, a, b - r, b) for got, (p, a, b, r) in zip(answers, cases))]
+    p, a, budget, got, want = wrong
+    extra = f": that is the answer with {' / '.join(named)}" if named else ""
+    raise CheckFailed(f"{p / 1e6:.1f} M parameters, {a / 1e6:.0f} MB per image, "
+                      f"{budget / 1e9:.0f} GB: you give {got!r}, the answer is "
+                      f"{want}{extra}")
+
+
+def _max_batch_rounded(params, activation_bytes_per_image, budget_bytes, reserve_bytes):
+    room = budget_bytes - reserve_bytes - 16 * params
+    return round(room / activation_bytes_per_image)
 
 
 def _max_batch_without_optimizer(params, activation_bytes_per_image, budget_bytes,
@@ -156,6 +172,7 @@ register(
              summary="achieved FLOP/s of a timed model as a fraction of the device's peak"),
     Exercise("max_batch", 7, 3, check_max_batch, reference=lambda: _max_batch,
              mistakes={"the optimizer's two states per weight left out":
-                       lambda: _max_batch_without_optimizer},
+                       lambda: _max_batch_without_optimizer,
+                       "rounded to the nearest integer": lambda: _max_batch_rounded},
              summary="the largest training batch that fits a memory budget, AdamW states counted"),
 )
