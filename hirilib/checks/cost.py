@@ -25,9 +25,9 @@ def _check_number(got, want, what, mistakes) -> None:
         return
     named = [m for m, v in mistakes.items() if _close(got, v)]
     if named:
-        raise CheckFailed(f"{what}: you give {got:.4g}, the answer is {want:.4g}: that is "
+        raise CheckFailed(f"{what}: you give {got:.6g}, the answer is {want:.6g}: that is "
                           f"what you get with {' / '.join(named)}")
-    raise CheckFailed(f"{what}: you give {got:.4g}, the answer is {want:.4g}")
+    raise CheckFailed(f"{what}: you give {got:.6g}, the answer is {want:.6g}")
 
 
 # ----------------------------------------------------------------------------- 1. intensity
@@ -42,8 +42,9 @@ def _intensity(C, H, W, k, depthwise):
 def check_conv_intensity(fn) -> None:
     """``fn(C, H, W, k, depthwise)``: the arithmetic intensity (FLOPs per byte, a
     multiply-accumulate = 2 FLOPs, fp32 = 4 bytes) of a stride-1 'same' k x k convolution
-    C -> C on a (1, C, H, W) map, depthwise or dense, reading the input and the weights
-    once and writing the output once."""
+    C -> C on a (1, C, H, W) map, depthwise or dense, without bias (the weights are the
+    k x k kernels only), reading the input and the weights once and writing the output
+    once."""
     for C, H, W, k, dw in [(64, 56, 56, 7, True), (96, 28, 28, 3, False),
                            (384, 14, 14, 7, True), (64, 7, 7, 3, False)]:
         want = _intensity(C, H, W, k, dw)
@@ -58,6 +59,8 @@ def check_conv_intensity(fn) -> None:
             "the weights' bytes left out": 2 * macs / (4 * 2 * N * C),
             "the output's bytes left out (only the reads counted)":
                 2 * macs / (4 * (weights + N * C)),
+            "a bias read with the weights (the convolution has none: its weights are "
+            "the k x k kernels only)": 2 * macs / (4 * (weights + C + 2 * N * C)),
         }
         if dw:
             dense = N * C * k * k * C
@@ -70,6 +73,12 @@ def check_conv_intensity(fn) -> None:
 
 def _intensity_as_macs(C, H, W, k, depthwise):
     return _intensity(C, H, W, k, depthwise) / 2
+
+
+def _intensity_with_bias(C, H, W, k, depthwise):
+    macs = H * W * C * k * k * (1 if depthwise else C)
+    weights = C * k * k * (1 if depthwise else C)
+    return 2 * macs / (4 * (weights + C + 2 * H * W * C))
 
 
 def _intensity_in_elements(C, H, W, k, depthwise):
@@ -165,6 +174,7 @@ def _max_batch_without_optimizer(params, activation_bytes_per_image, budget_byte
 register(
     Exercise("conv_intensity", 7, 1, check_conv_intensity, reference=lambda: _intensity,
              mistakes={"MACs counted instead of FLOPs": lambda: _intensity_as_macs,
+                       "a bias read with the weights": lambda: _intensity_with_bias,
                        "elements counted instead of bytes": lambda: _intensity_in_elements},
              summary="FLOPs per byte of a k x k convolution, depthwise or dense, fp32"),
     Exercise("fraction_of_peak", 7, 2, check_fraction_of_peak, reference=lambda: _achieved,
