@@ -52,6 +52,18 @@ class Exercise:
     mistakes: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     summary: str = ""
 
+    def signature(self) -> str:
+        """How the answer is called, as the exercise asks: ``MyHRBlock(dim, mlp_ratio)``
+        (read from the first ``fn(...)``/``cls(...)`` of the check's docstring)."""
+        import re
+
+        doc = " ".join((self.check.__doc__ or "").split())
+        m = re.match(r"``(?:fn|cls)(\(.*?\))``", doc)
+        if m is None:
+            raise ValueError(f"the check of {self.name} does not start its docstring "
+                             f"with ``fn(...)`` or ``cls(...)``")
+        return self.name + m.group(1)
+
     def describe(self) -> str:
         """What the exercise asks, in one line."""
         if self.summary:
@@ -158,7 +170,8 @@ def _verdict(ex: Exercise, implementation: Any):
     except AssertionError as e:  # CheckFailed, or an assert of the check
         return False, f"[x] {name}: FAILED: {e}"
     except SystemExit as e:      # the student's code called sys.exit()
-        return False, (f"[x] {name}: FAILED: your code called sys.exit({e.code!r}); "
+        code = "" if e.code is None else repr(e.code)
+        return False, (f"[x] {name}: FAILED: your code called sys.exit({code}); "
                        f"return a value instead")
     except Exception as e:  # the student's code raised: report it, do not crash the cell
         return False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
@@ -242,7 +255,8 @@ def _load_file(path: Path, what: str = "grade_module"):
                                f"error: the file does not run)") from None
     except SystemExit as e:
         del sys.modules[name]
-        raise StudentFileError(f"{what}: {path.name} calls sys.exit({e.code!r}) when it "
+        code = "" if e.code is None else repr(e.code)
+        raise StudentFileError(f"{what}: {path.name} calls sys.exit({code}) when it "
                                f"is imported; put that call under "
                                f"`if __name__ == \"__main__\":`") from None
     except BaseException as e:   # KeyboardInterrupt goes on; anything else is theirs

@@ -41,6 +41,40 @@ def test_exercise_has_a_one_line_summary(ex):
     assert ex.summary and "\n" not in ex.summary and len(ex.summary) <= 100, ex.summary
 
 
+@pytest.mark.parametrize("ex", EXERCISES, ids=lambda e: f"ch{e.chapter}-{e.number}-{e.name}")
+def test_exercise_signature_is_the_one_the_chapter_stub_has(ex):
+    """The instructors' page lists each signature; the chapter's stub takes the same
+    arguments (so the page, the chapter and the check agree)."""
+    import ast
+    import json
+    from pathlib import Path
+
+    sig = ex.signature()
+    assert sig.startswith(ex.name + "(") and sig.endswith(")"), sig
+    chapters = Path(__file__).resolve().parents[2] / "chapters"
+    if not chapters.is_dir():
+        pytest.skip("no chapters/ beside the package (an installed hirilib)")
+    nb = next(chapters.glob(f"{ex.chapter:02d}_*.ipynb"))
+    for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if getattr(node, "name", None) != ex.name:
+                continue
+            if isinstance(node, ast.ClassDef):
+                node = next(n for n in node.body
+                            if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+            args = [a.arg for a in node.args.args if a.arg != "self"]
+            want = [a.split("=")[0].strip() for a in sig[len(ex.name) + 1:-1].split(",")]
+            assert args == want, (nb.name, args, sig)
+            return
+    pytest.fail(f"no stub named {ex.name} in {nb.name}")
+
+
 def test_exercises_are_numbered_in_order():
     for chapter in {ex.chapter for ex in EXERCISES}:
         numbers = [ex.number for ex in EXERCISES if ex.chapter == chapter]
