@@ -121,7 +121,7 @@ MLP_MIXER_SOURCE = "MLP-Mixer paper, Table 1 (Mixer-B/16)"
 
 #: HIRI-ViT (Yao, Li, Pan, Mei, TPAMI 2024, arXiv 2403.11999).  No code or Table 1 has
 #: been published, so these are the numbers a reconstruction can be held to.  GFLOPs are
-#: G multiply-accumulates.  ``gflops`` None: the paper prints no figure for that row;
+#: G multiply-accumulates.  ``gflops`` None: the figure for that row is not available to us;
 #: ``direction`` then quotes what its text says about the cost (Sec. 4.1, 5.4).
 HIRI_VIT_TABLE7: Dict[str, Dict[str, Any]] = {
     "hiri_vit_table7_01_mvit": dict(top1=82.7, gflops=None, direction=None),
