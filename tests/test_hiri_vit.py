@@ -14,6 +14,10 @@
 * The blocks compute what the paper describes (the HR-block's upsampling is repetition,
   IRDS-b has its shortcut and a single norm), every BN folds at inference without
   changing the outputs, and inputs the model cannot take get the clear error.
+* Any input side from 64 up works (the paper runs HIRI-ViT at 224, Sec. 5.1), and at
+  multiples of 64 the outputs are exactly those of the exact-halving formulation (each
+  shortcut a plain 2x2 pool, each upsampling a 2 x 2 repetition).
+* ``HIRIViTConfig`` refuses bad configurations with a ``ValueError`` that quotes them.
 """
 
 from __future__ import annotations
@@ -97,18 +101,18 @@ def test_table7_is_registered_in_order_and_cumulative():
 
 
 def test_row_10_is_hiri_vit_s_and_row_6_its_four_stage_counterpart():
-    """Built from the Table 7 path or from the variant table, the same arguments (with
-    the constructor's defaults filled in), hence the same network."""
-    import inspect
+    """Built from the Table 7 path or from the variant table, the same configuration
+    (with the defaults filled in), hence the same network."""
+    def full(c):
+        cfg = hv.HIRIViTConfig(**c)
+        return cfg.replace(sr_ratios=cfg.reductions, num_irds_a=cfg.irds_a_count,
+                           stem_dim=cfg.stem_dim or cfg.dims[0])
 
-    params = inspect.signature(hv.HIRIViT).parameters
-    defaults = {k: p.default for k, p in params.items()
-                if p.default is not inspect.Parameter.empty}
     for row, cfg in (("hiri_vit_table7_10_hr_blocks", S),
                      ("hiri_vit_table7_06_irds", hv.four_stage_config(S))):
-        full = lambda c: {**defaults, **{k: v for k, v in c.items() if v is not None},
-                          "sr_ratios": c.get("sr_ratios") or (1,) * len(c["dims"])}
-        assert hv.config_diff(full(hv.table7_config(row)), full(cfg)) == {}, row
+        assert full(hv.table7_config(row)) == full(cfg), row
+    assert hv.hiri_vit_config("hiri_vit_table7_10_hr_blocks") == hv.table7_config(
+        "hiri_vit_table7_10_hr_blocks")
 
 
 def test_table7_gflops_move_the_way_the_paper_says():
@@ -200,7 +204,8 @@ def test_norms_are_where_the_paper_puts_them():
 
 
 def test_b_and_l_size_groups():
-    """Constraints we used (the paper prints no GFLOPs for B or L):
+    """Constraints we used (the paper's GFLOPs for B and L, in its Table 2, are not
+    available to us):
     * B at 448 above the small group (S's 5.0 + 5%) and at most the large group's
       threshold, 11.7 G (Sec. 5.1: "large: over 11.7 GFLOPs"); its four-stage
       counterpart at 224 within 5% of Fig. 1's 8.2 G (our reading of Fig. 1);
@@ -252,7 +257,15 @@ BLOCK_CASES = [
      lambda: ah.irds_b_cost(64, 128, 8, 8, 3)),
     ("IRDSb no shortcut", lambda: hv.IRDSb(64, 128, shortcut=False), (1, 64, 8, 8),
      lambda: ah.irds_b_cost(64, 128, 8, 8, shortcut=False)),
-    ("ConvDownsample", lambda: hv.ConvDownsample(32, 64, "bn"), (1, 32, 16, 16),
+    ("IRDSa odd map", lambda: hv.IRDSa(32, 64), (1, 32, 15, 7),
+     lambda: ah.irds_a_cost(32, 64, 15, 7)),
+    ("IRDSb odd map", lambda: hv.IRDSb(32, 64), (1, 32, 7, 9),
+     lambda: ah.irds_b_cost(32, 64, 7, 9)),
+    ("HRBlock odd map", lambda: hv.HRBlock(16, 4), (1, 16, 15, 13),
+     lambda: ah.hr_block_cost(16, 4, 15, 13)),
+    ("HRStem odd side", lambda: hv.HRStem(3, 16), (1, 3, 30, 37),
+     lambda: ah.hr_stem_cost(3, 16, 30, 37)),
+    ("MViTDownsample", lambda: hv.MViTDownsample(32, 64, "bn"), (1, 32, 16, 16),
      lambda: ah.conv_downsample_cost(32, 64, 16, 16, "bn")),
 ]
 
@@ -266,16 +279,12 @@ def test_closed_form_equals_count_flops_for_every_block(name, build, shape, clos
     assert count_params(module) == cost.params
 
 
-def _config(name: str):
-    if name in ROWS:
-        return hv.table7_config(name)
-    if name.endswith("_4stage"):
-        return hv.four_stage_config(hv.HIRI_VIT_CONFIGS[name[:-len("_4stage")]])
-    return hv.HIRI_VIT_CONFIGS[name]
+_config = hv.hiri_vit_config
 
 
 @pytest.mark.parametrize("name, res", [
     ("hiri_vit_s", 448), ("hiri_vit_s_4stage", 224), ("hiri_vit_s_4stage", 448),
+    ("hiri_vit_s", 224),                          # odd maps from stage 1 on (57, 29 ...)
     ("hiri_vit_table7_09_hr_stem", 448),          # Conv-stem -> HR-stem, CFFN stage 1
     ("hiri_vit_table7_01_mvit", 224),             # ViT-stem, SR attention, FFN, LN
     ("hiri_vit_table7_05_conv_stem", 224),        # Conv-stem, conv downsampling with BN
@@ -302,7 +311,7 @@ def test_closed_form_equals_count_flops_for_the_other_registered_models(name):
     """The registered networks the test above does not trace (the others are the same
     networks as traced ones: rows 6, 7 = hiri_vit_s_4stage; 10, 11 = hiri_vit_s)."""
     model = blank_model(name)
-    res = 2 * model.size_multiple
+    res = 2 * model.min_input_size
     assert count_flops(model, (1, 3, res, res)) == ah.hiri_vit_macs(_config(name), res)
     assert count_params(model) == ah.hiri_vit_params(_config(name))
 
@@ -327,22 +336,73 @@ def test_every_batchnorm_folds_and_the_outputs_do_not_change(name):
 
 
 @pytest.mark.parametrize("name, good, bad", [
-    ("hiri_vit_s", (64, 128, 192, 320), (96, 224, 100)),
-    ("hiri_vit_s_4stage", (32, 224, 96), (48, 230)),
+    ("hiri_vit_s", (64, 100, 224, 385), (63, 32)),
+    ("hiri_vit_s_4stage", (32, 97, 224), (31,)),
 ])
-def test_inputs_divisible_by_the_multiple_work_and_others_are_refused(name, good, bad):
+def test_any_side_from_the_minimum_works_and_smaller_ones_are_refused(name, good, bad):
+    """Each stage's map is ceil(side / stride): what timm's models do at any size."""
     model = hirilib.create_model(name, num_classes=3).eval()
     five = len(model.stages) == 5
-    assert model.size_multiple == (64 if five else 32)
+    assert model.size_multiple == 1 and model.min_input_size == (64 if five else 32)
     with torch.no_grad():
         for side in good:
-            maps = model.forward_pyramid(torch.zeros(1, 3, side, side))
-            assert [m.shape[-1] for m in maps] == [side // s for s in model.strides]
+            maps = model.forward_pyramid(torch.zeros(1, 3, side, side + 1))
+            want = [(-(-side // s), -(-(side + 1) // s)) for s in model.strides]
+            assert [tuple(m.shape[-2:]) for m in maps] == want, side
+            assert want == list(ah.stage_sizes(_config(name), side, side + 1))
         for side in bad:
-            match = (rf"divisible by {model.size_multiple} \(a /4 stem, then "
-                     rf"{len(model.stages) - 1} downsamplings.*nearest sizes that work")
-            with pytest.raises(ValueError, match=match):
+            with pytest.raises(ValueError, match=rf"at least {model.min_input_size} x "):
                 model(torch.zeros(1, 3, side, side))
+
+
+def test_key_value_reduction_still_needs_whole_patches():
+    """Table 7 rows 1-2 reduce K/V by 4 and 2 in stages 1-2 (strides 4, 8): 16 | side."""
+    model = hirilib.create_model("hiri_vit_table7_01_mvit", num_classes=3).eval()
+    assert model.size_multiple == 16
+    with pytest.raises(ValueError, match=r"divisible by 16 .*nearest sizes that work"):
+        model(torch.zeros(1, 3, 100, 100))
+
+
+def _exact_halving_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The formulation for sides that halve exactly (the model before it took any
+    size): each IRDS shortcut a plain 2x2 average pool, each HR-block's low branch
+    repeated 2 x 2."""
+    def hr_block(blk, t):
+        low = blk.low(t).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        return t + (blk.high(t) + low)
+
+    def shortcut(sc, t):
+        return sc.conv(F.avg_pool2d(t, 2))
+
+    patched = []
+    for mod in model.modules():
+        if isinstance(mod, hv.HRBlock):
+            patched.append((mod, lambda t, m=mod: hr_block(m, t)))
+        elif isinstance(mod, hv.DownsampleShortcut):
+            patched.append((mod, lambda t, m=mod: shortcut(m, t)))
+    try:
+        for mod, fn in patched:
+            mod.forward = fn
+        return model(x)
+    finally:
+        for mod, _ in patched:
+            del mod.forward
+
+
+@pytest.mark.parametrize("side", [128, 256])
+def test_outputs_at_multiples_of_64_are_those_of_exact_halving(side):
+    torch.manual_seed(0)
+    model = hirilib.create_model("hiri_vit_s", num_classes=10).eval()
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        want = _exact_halving_forward(model, x)
+        got = model(x)
+        assert torch.equal(got, want)
+        # at an odd map the two differ: the rounding is real, not a no-op
+        odd = torch.randn(1, 3, side + 32, side + 32)
+        with pytest.raises(RuntimeError):
+            _exact_halving_forward(model, odd)
+        assert model(odd).shape == (1, 10)
 
 
 def test_bad_configurations_are_refused():
@@ -356,3 +416,12 @@ def test_bad_configurations_are_refused():
         hv.HIRIViT(stem="patchify")
     with pytest.raises(ValueError, match="hr_kernel_size must be odd"):
         hv.HIRIViT(hr_kernel_size=4)
+    with pytest.raises(ValueError, match="num_irds_a=4, but there are only 3"):
+        hv.HIRIViTConfig(**hv.four_stage_config(S), num_irds_a=4)
+    with pytest.raises(ValueError, match="hiri_vit_s has no argument 'dim'; it takes"):
+        hirilib.create_model("hiri_vit_s", dim=3)
+    # a variant's configuration with one field changed is validated as a whole
+    with pytest.raises(ValueError, match="mlp_ratios needs 4 entries"):
+        hirilib.create_model("hiri_vit_s_4stage", mlp_ratios=(4, 4, 4, 4, 4))
+    cfg = hirilib.create_model("hiri_vit_s_4stage", stem_mid=0).config
+    assert cfg.stem_mid == 0 and cfg.depths == hv.four_stage_config(S)["depths"]

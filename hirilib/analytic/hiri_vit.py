@@ -17,7 +17,6 @@ Each ``*_cost`` function returns a ``Cost(params, macs)``; costs add.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from .conventions import BN_PER_ELEMENT as BN
@@ -49,6 +48,12 @@ def out_side(size: int, kernel: int, stride: int) -> int:
     odd kernels."""
     p = kernel // 2
     return (size + 2 * p - kernel) // stride + 1
+
+
+def quarter(size: int) -> int:
+    """The side after any of the stems (two stride-2 3x3 convs, or a 7x7/4 conv):
+    ceil(size / 4)."""
+    return -(-size // 4)
 
 
 def conv_cost(cin: int, cout: int, k: int, H: int, W: int, stride: int = 1,
@@ -160,8 +165,9 @@ def transformer_block_cost(dim: int, mlp_ratio: float, H: int, W: int,
 
 
 def shortcut_cost(in_dim: int, out_dim: int, H: int, W: int) -> Cost:
-    """The downsampling shortcut: 2x2 average pool, then a 1x1 conv with bias."""
-    Ho, Wo = H // 2, W // 2
+    """The downsampling shortcut: 2x2 average pool (the last window of an odd side
+    holding one position), then a 1x1 conv with bias."""
+    Ho, Wo = -(-H // 2), -(-W // 2)
     pool = Cost(0, POOL_2X2_PER_OUTPUT * Ho * Wo * in_dim)
     return pool + conv_cost(in_dim, out_dim, 1, Ho, Wo, bias=True)
 
@@ -206,58 +212,48 @@ def head_cost(dim: int, H: int, W: int, num_classes: int = 1000,
 # ---------------------------------------------------------------------- a whole network
 
 
-def _defaults() -> Dict[str, Any]:
-    """``HIRIViT``'s default arguments (HIRI-ViT-S), read from its signature."""
-    from hirilib.models.hiri_vit import HIRIViT
-
-    params = inspect.signature(HIRIViT.__init__).parameters
-    return {k: p.default for k, p in params.items()
-            if p.default is not inspect.Parameter.empty}
-
-
 def hiri_vit_costs(cfg: Dict[str, Any], H: int, W: Optional[int] = None,
                    num_classes: int = 1000, in_chans: int = 3) -> Dict[str, Cost]:
     """The cost of every part of the ``HIRIViT`` that ``cfg`` (its arguments) describes
     on an H x W input, keyed as the model's modules: ``stem``, ``stages.i.downsample``,
     ``stages.i.blocks`` (all blocks of stage i) and ``head``."""
-    c = {**_defaults(), **cfg}
+    from hirilib.models.hiri_vit import HIRIViTConfig
+
+    c = HIRIViTConfig(**cfg)         # validated, the defaults filled in
     W = H if W is None else W
-    dims, depths, blocks, ratios = c["dims"], c["depths"], c["blocks"], c["mlp_ratios"]
-    n = len(dims)
-    sr = c["sr_ratios"] or (1,) * n
-    num_a = max(0, n - 3) if c["num_irds_a"] is None else c["num_irds_a"]
+    dims, depths, blocks, ratios = c.dims, c.depths, c.blocks, c.mlp_ratios
+    n, sr, num_a = len(dims), c.reductions, c.irds_a_count
     out: Dict[str, Cost] = {}
-    if c["stem"] == "hr":
-        out["stem"] = hr_stem_cost(in_chans, dims[0], H, W, c["stem_dim"],
-                                   c["stem_kernel_size"])
-    elif c["stem"] == "conv":
-        out["stem"] = conv_stem_cost(in_chans, dims[0], H, W, c["stem_dim"],
-                                     c["stem_mid"])
+    if c.stem == "hr":
+        out["stem"] = hr_stem_cost(in_chans, dims[0], H, W, c.stem_dim,
+                                   c.stem_kernel_size)
+    elif c.stem == "conv":
+        out["stem"] = conv_stem_cost(in_chans, dims[0], H, W, c.stem_dim, c.stem_mid)
     else:
-        out["stem"] = vit_stem_cost(in_chans, dims[0], H, W, c["norm"])
-    h, w = H // 4, W // 4
+        out["stem"] = vit_stem_cost(in_chans, dims[0], H, W, c.norm)
+    h, w = quarter(H), quarter(W)
     for i in range(n):
         C, kind, r = dims[i], blocks[i], ratios[i]
         if i > 0:
             prev = dims[i - 1]
-            if c["downsample"] == "conv":
-                norm = c["attn_norm"] if kind == "transformer" else c["norm"]
+            if c.downsample == "conv":
+                norm = c.attn_norm if kind == "transformer" else c.norm
                 down = conv_downsample_cost(prev, C, h, w, norm)
             elif i <= num_a:
-                down = irds_a_cost(prev, C, h, w, c["irds_ratio"], c["irds_shortcut"])
+                down = irds_a_cost(prev, C, h, w, c.irds_ratio, c.irds_shortcut)
             else:
-                down = irds_b_cost(prev, C, h, w, c["irds_ratio"], c["irds_shortcut"])
+                down = irds_b_cost(prev, C, h, w, c.irds_ratio, c.irds_shortcut)
             out[f"stages.{i}.downsample"] = down
             h, w = out_side(h, 3, 2), out_side(w, 3, 2)
         if kind == "hr":
-            block = hr_block_cost(C, r, h, w, c["hr_kernel_size"])
+            block = hr_block_cost(C, r, h, w, c.hr_kernel_size)
         elif kind == "ffn":
-            block = ffn_block_cost(C, r, h, w, c["ffn"], c["norm"])
+            block = ffn_block_cost(C, r, h, w, c.ffn, c.norm)
         else:
-            block = transformer_block_cost(C, r, h, w, sr[i], c["ffn"], c["norm"],
-                                           c["attn_norm"], c["qkv_bias"])
+            block = transformer_block_cost(C, r, h, w, sr[i], c.ffn, c.norm,
+                                           c.attn_norm, c.qkv_bias)
         out[f"stages.{i}.blocks"] = depths[i] * block
-    out["head"] = head_cost(dims[-1], h, w, num_classes, c["head_norm"])
+    out["head"] = head_cost(dims[-1], h, w, num_classes, c.head_norm)
     return out
 
 
@@ -273,11 +269,13 @@ def hiri_vit_params(cfg: Dict[str, Any], **kw) -> int:
 
 def stage_sizes(cfg: Dict[str, Any], H: int,
                 W: Optional[int] = None) -> Tuple[Tuple[int, int], ...]:
-    """The map of each stage: H/4, H/8, ... (the sides must be multiples of 2^(n+1)).
+    """The map of each stage: ceil(H/4), ceil(H/8), ...
 
     >>> stage_sizes({"dims": (1, 1, 1, 1, 1)}, 448)
     ((112, 112), (56, 56), (28, 28), (14, 14), (7, 7))
+    >>> stage_sizes({"dims": (1, 1, 1, 1, 1)}, 224)[-1]
+    (4, 4)
     """
     W = H if W is None else W
     n = len(cfg["dims"])
-    return tuple((H // (4 * 2 ** i), W // (4 * 2 ** i)) for i in range(n))
+    return tuple((-(-H // (4 * 2 ** i)), -(-W // (4 * 2 ** i))) for i in range(n))

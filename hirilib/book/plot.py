@@ -109,3 +109,134 @@ def label(ax, xlabel: str, ylabel: str, title: Optional[str] = None, legend: boo
         ax.set_title(title)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend()
+
+
+# ---------------------------------------------------------------- block diagrams
+
+
+def describe_layer(m) -> str:
+    """A short name for one layer of a block, read from the module (a string is its
+    own name): ``"conv 3×3/2, 3→32 + BN + GELU"``, ``"depthwise 3×3"``, ``"BN"``."""
+    import torch.nn as nn
+
+    if isinstance(m, str):
+        return m
+    if isinstance(m, nn.Sequential) and hasattr(m, "conv"):       # ConvNormAct
+        parts = [describe_layer(m.conv)]
+        if hasattr(m, "norm"):
+            parts.append("BN" if isinstance(m.norm, nn.BatchNorm2d) else "LN")
+        if hasattr(m, "act"):
+            parts.append(type(m.act).__name__)
+        return " + ".join(parts)
+    if isinstance(m, nn.Conv2d):
+        k, s = m.kernel_size[0], m.stride[0]
+        ks = f"{k}×{k}" + (f"/{s}" if s > 1 else "")
+        if m.groups == m.in_channels == m.out_channels > 1:
+            return f"depthwise {ks}"
+        return f"conv {ks}, {m.in_channels}→{m.out_channels}"
+    if isinstance(m, nn.BatchNorm2d):
+        return "BN"
+    if isinstance(m, nn.AvgPool2d):
+        return "avg-pool 2×2/2"
+    return type(m).__name__
+
+
+def _output_shapes(module, x, layers) -> tuple:
+    """Run ``module`` on ``x`` once; each listed layer's output shape (without the
+    batch), by ``id``, and the module's output."""
+    import torch
+    import torch.nn as nn
+
+    shapes = {}
+    record = lambda m, i, o: shapes.__setitem__(id(m), tuple(o.shape[1:]))
+    hooks = [l.register_forward_hook(record) for l in layers if isinstance(l, nn.Module)]
+    try:
+        with torch.no_grad():
+            out = module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes, out
+
+
+class _Diagram:
+    """Boxes and arrows in data coordinates on ``ax`` (one box is 2.9 x 0.68)."""
+
+    def __init__(self, ax):
+        self.ax = ax
+
+    def box(self, xc: float, yc: float, text: str, shape, color: str) -> None:
+        from matplotlib.patches import FancyBboxPatch
+
+        self.ax.add_patch(FancyBboxPatch(
+            (xc - 1.45, yc - 0.34), 2.9, 0.68, facecolor=color, edgecolor="#333333",
+            boxstyle="round,pad=0.02,rounding_size=0.1"))
+        self.ax.text(xc, yc + 0.1, text, ha="center", va="center", fontsize=8.5)
+        self.ax.text(xc, yc - 0.18, "×".join(str(int(v)) for v in shape), ha="center",
+                     va="center", fontsize=7.5, color="#555555")
+
+    def arrow(self, x0: float, y0: float, x1: float, y1: float, **kw) -> None:
+        self.ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(
+            arrowstyle="->", color=kw.pop("color", "#333333"), lw=1, **kw))
+
+
+def block_diagram(ax, module, x, branches, trunk=(), after=(), merge: str = "+",
+                  title: str = "", residual: bool = False):
+    """Draw ``module`` on ``ax`` as it computes ``x``: the input, the ``trunk`` layers,
+    two parallel ``branches`` (label -> a list of layers, or strings for steps that are
+    no module, shown with the module's output shape), a ``merge`` node, then the
+    ``after`` layers; a dashed ``residual`` path from the input into the merge.  Every
+    shape is the layer's output, recorded by forward hooks (chapter 6's HR-stem,
+    HR-block and IRDS figures).  Returns the module's output.
+
+    A layer that does not run in ``module``'s forward has no shape: a ``ValueError``.
+    """
+    from matplotlib.patches import Circle
+
+    if len(branches) != 2:
+        raise ValueError(f"block_diagram draws two branches, got {len(branches)}")
+    layers = list(trunk) + [l for b in branches.values() for l in b] + list(after)
+    shapes, out = _output_shapes(module, x, layers)
+    missing = [describe_layer(l) for l in layers
+               if not isinstance(l, str) and id(l) not in shapes]
+    if missing:
+        raise ValueError(f"these layers did not run in the module's forward: {missing}")
+    shape_of = lambda l: tuple(out.shape[1:]) if isinstance(l, str) else shapes[id(l)]
+    d, y = _Diagram(ax), 0.0
+    d.box(0, y, "input", x.shape[1:], "#eeeeee")
+    for l in trunk:
+        d.arrow(0, y - 0.36, 0, y - 1 + 0.36)
+        y -= 1
+        d.box(0, y, describe_layer(l), shape_of(l), "#dbe9f6")
+    top, ends = y, []
+    for (label, ls), xc, color in zip(branches.items(), (-1.7, 1.7),
+                                      ("#fde3c8", "#d5efe4")):
+        ax.text(xc, top - 0.55, label, ha="center", fontsize=9, style="italic")
+        yb = top
+        for l in ls:
+            step = 1.1 if yb == top else 1.0
+            d.arrow(0 if yb == top else xc, yb - 0.36, xc, yb - step + 0.36)
+            yb -= step
+            d.box(xc, yb, describe_layer(l), shape_of(l), color)
+        ends.append((xc, yb))
+    ym = min(yb for _, yb in ends) - 1
+    for xc, yb in ends:
+        d.arrow(xc, yb - 0.36, 0, ym + 0.25)
+    ax.add_patch(Circle((0, ym), 0.25, facecolor="white", edgecolor="#333333"))
+    ax.text(0, ym, merge, ha="center", va="center", fontsize=12)
+    if residual:   # a dashed path around the right branch, into the merge
+        ax.plot([1.45, 3.5, 3.5], [0.0, 0.0, ym], color="#777777", lw=1, ls="--")
+        d.arrow(3.5, ym, 0.25, ym, color="#777777", ls="--")
+        ax.text(3.6, ym / 2, "residual", fontsize=8, color="#555555", rotation=90,
+                va="center")
+    y = ym
+    for l in after:
+        d.arrow(0, y + 0.1 - 0.36, 0, y - 1 + 0.36)
+        y -= 1
+        d.box(0, y, describe_layer(l), shape_of(l), "#dbe9f6")
+    ax.set_xlim(-3.3, 3.9)
+    ax.set_ylim(y - 0.6, 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    return out

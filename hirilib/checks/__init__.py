@@ -52,6 +52,18 @@ class Exercise:
     mistakes: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     summary: str = ""
 
+    def signature(self) -> str:
+        """How the answer is called, as the exercise asks: ``MyHRBlock(dim, mlp_ratio)``
+        (read from the first ``fn(...)``/``cls(...)`` of the check's docstring)."""
+        import re
+
+        doc = " ".join((self.check.__doc__ or "").split())
+        m = re.match(r"``(?:fn|cls)(\(.*?\))``", doc)
+        if m is None:
+            raise ValueError(f"the check of {self.name} does not start its docstring "
+                             f"with ``fn(...)`` or ``cls(...)``")
+        return self.name + m.group(1)
+
     def describe(self) -> str:
         """What the exercise asks, in one line."""
         if self.summary:
@@ -83,6 +95,11 @@ def all_exercises() -> List[Exercise]:
 class CheckFailed(AssertionError):
     """A check found a difference; the message says what differs and, where a known
     mistake explains it, which mistake."""
+
+
+class StudentFileError(ValueError):
+    """A student's file cannot be graded: missing, a folder, not Python, or it fails
+    (or exits) while it is imported; the message says which, in one line."""
 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float = ATOL,
@@ -152,6 +169,10 @@ def _verdict(ex: Exercise, implementation: Any):
         return None, f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)"
     except AssertionError as e:  # CheckFailed, or an assert of the check
         return False, f"[x] {name}: FAILED: {e}"
+    except SystemExit as e:      # the student's code called sys.exit()
+        code = "" if e.code is None else repr(e.code)
+        return False, (f"[x] {name}: FAILED: your code called sys.exit({code}); "
+                       f"return a value instead")
     except Exception as e:  # the student's code raised: report it, do not crash the cell
         return False, f"[x] {name}: FAILED: your code raised {_one_line(e)}"
     return True, f"[v] {name}: passed"
@@ -196,25 +217,64 @@ def student_module():
     target = os.environ.get("HIRILIB_STUDENT", "").strip()
     if not target:
         return None
-    if target.endswith(".py") or os.sep in target:
-        path = Path(target).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"HIRILIB_STUDENT points to {path}, which does not exist")
-        return _load_file(path)
-    return importlib.import_module(target)
+    if target.endswith(".py") or os.sep in target or Path(target).expanduser().exists():
+        return _load_file(Path(target), "HIRILIB_STUDENT")
+    try:
+        return importlib.import_module(target)
+    except ImportError as e:
+        raise StudentFileError(f"HIRILIB_STUDENT={target}: no such file or module "
+                               f"({_one_line(e)}); give the path of your .py file") from None
 
 
-def _load_file(path: Path):
-    """The module in the file ``path``, imported once."""
+def _load_file(path: Path, what: str = "grade_module"):
+    """The module in the file ``path``, imported once; a ``StudentFileError`` in one
+    line when it cannot be (missing, a folder, a syntax error, an exception or
+    ``sys.exit()`` while it is imported)."""
     path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        py = sorted(p.name for p in path.glob("*.py"))[:5]
+        hint = f" (it holds {', '.join(py)})" if py else ""
+        raise StudentFileError(f"{what}: {path} is a folder{hint}; give the path of one "
+                               f".py file")
+    if not path.is_file():
+        raise StudentFileError(f"{what}: {path} does not exist; give the path of your "
+                               f".py file")
+    if path.suffix != ".py":
+        raise StudentFileError(f"{what}: {path} is not a .py file")
     name = f"hirilib_student_{path.stem}"
     if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except SyntaxError as e:
+        del sys.modules[name]
+        raise StudentFileError(f"{what}: {path.name} line {e.lineno}: {e.msg} (a syntax "
+                               f"error: the file does not run)") from None
+    except SystemExit as e:
+        del sys.modules[name]
+        code = "" if e.code is None else repr(e.code)
+        raise StudentFileError(f"{what}: {path.name} calls sys.exit({code}) when it "
+                               f"is imported; put that call under "
+                               f"`if __name__ == \"__main__\":`") from None
+    except BaseException as e:   # KeyboardInterrupt goes on; anything else is theirs
+        del sys.modules[name]
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise StudentFileError(f"{what}: {path.name} raised {_one_line(e)} when it is "
+                               f"imported{_where(e, path)}") from None
     return mod
+
+
+def _where(e: BaseException, path: Path) -> str:
+    """`` (line N)``: the last line of ``path`` in the traceback of ``e``."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if Path(f.filename).resolve() == path]
+    return f" (line {lines[-1]})" if lines else ""
 
 
 def implementation(name: str) -> Any:

@@ -206,7 +206,7 @@ def _catm_parts(m: nn.Module):
 def check_catm(cls) -> None:
     """``cls(dim)``, with submodules ``qkv`` (1x1 conv C -> 3C, no bias), ``phi_q`` and
     ``phi_k`` (each with ``spatial`` and ``channel`` operators, separate weights),
-    ``dwc`` and ``proj`` (depthwise 3x3), maps ``(B, C, H, W)`` to ``(B, C, H, W)``:
+    ``dwc`` and ``proj`` (depthwise 3x3, with bias), maps ``(B, C, H, W)`` to ``(B, C, H, W)``:
     q, k, v = qkv(x).chunk(3, dim=1), out = proj(dwc(Ch_q(S_q(q)) + Ch_k(S_k(k))) * v).
     Its parameters are those of the equation and its MACs grow linearly with H W."""
     torch.manual_seed(0)

@@ -170,7 +170,7 @@ def _macs_with_layernorm(dim, height, width, kernel_size=7):
 
 
 def check_roadmap_state_dict(fn) -> None:
-    """``fn(convnext_state_dict)`` maps a ``ConvNeXt``'s weights onto ``RoadmapNet`` at the
+    """``fn(state_dict)`` maps a ``ConvNeXt``'s weights onto ``RoadmapNet`` at the
     roadmap's last step, so that the two compute the same outputs.  (Block layers are
     renamed ``dwconv -> conv_dw``, ``norm -> norm_dw``, ``pwconv1 -> pw1``,
     ``pwconv2 -> pw2``; a Linear weight ``(out, in)`` is a 1x1 conv weight

@@ -25,9 +25,9 @@ def _check_number(got, want, what, mistakes) -> None:
         return
     named = [m for m, v in mistakes.items() if _close(got, v)]
     if named:
-        raise CheckFailed(f"{what}: you give {got:.4g}, the answer is {want:.4g}: that is "
+        raise CheckFailed(f"{what}: you give {got:.6g}, the answer is {want:.6g}: that is "
                           f"what you get with {' / '.join(named)}")
-    raise CheckFailed(f"{what}: you give {got:.4g}, the answer is {want:.4g}")
+    raise CheckFailed(f"{what}: you give {got:.6g}, the answer is {want:.6g}")
 
 
 # ----------------------------------------------------------------------------- 1. intensity
@@ -42,8 +42,9 @@ def _intensity(C, H, W, k, depthwise):
 def check_conv_intensity(fn) -> None:
     """``fn(C, H, W, k, depthwise)``: the arithmetic intensity (FLOPs per byte, a
     multiply-accumulate = 2 FLOPs, fp32 = 4 bytes) of a stride-1 'same' k x k convolution
-    C -> C on a (1, C, H, W) map, depthwise or dense, reading the input and the weights
-    once and writing the output once."""
+    C -> C on a (1, C, H, W) map, depthwise or dense, without bias (the weights are the
+    k x k kernels only), reading the input and the weights once and writing the output
+    once."""
     for C, H, W, k, dw in [(64, 56, 56, 7, True), (96, 28, 28, 3, False),
                            (384, 14, 14, 7, True), (64, 7, 7, 3, False)]:
         want = _intensity(C, H, W, k, dw)
@@ -58,6 +59,8 @@ def check_conv_intensity(fn) -> None:
             "the weights' bytes left out": 2 * macs / (4 * 2 * N * C),
             "the output's bytes left out (only the reads counted)":
                 2 * macs / (4 * (weights + N * C)),
+            "a bias read with the weights (the convolution has none: its weights are "
+            "the k x k kernels only)": 2 * macs / (4 * (weights + C + 2 * N * C)),
         }
         if dw:
             dense = N * C * k * k * C
@@ -70,6 +73,12 @@ def check_conv_intensity(fn) -> None:
 
 def _intensity_as_macs(C, H, W, k, depthwise):
     return _intensity(C, H, W, k, depthwise) / 2
+
+
+def _intensity_with_bias(C, H, W, k, depthwise):
+    macs = H * W * C * k * k * (1 if depthwise else C)
+    weights = C * k * k * (1 if depthwise else C)
+    return 2 * macs / (4 * (weights + C + 2 * H * W * C))
 
 
 def _intensity_in_elements(C, H, W, k, depthwise):
@@ -119,26 +128,42 @@ def check_max_batch(fn) -> None:
     training batch that fits: the budget, minus the reserve (CUDA context, workspaces),
     minus fp32 weights, their gradients and AdamW's two states per weight, divided by the
     activations saved per image (rounded down)."""
-    for p, a, budget, reserve in [(28.6e6, 60e6, 16e9, 1.5e9), (3.7e6, 25e6, 16e9, 1.5e9),
-                                  (88.6e6, 240e6, 80e9, 2e9)]:
-        want = _max_batch(p, a, budget, reserve)
-        room = budget - reserve
-        mistakes = {
-            "the optimizer's two states per weight left out": int((room - 8 * p) // a),
-            "the gradients left out": int((room - 12 * p) // a),
-            "the weights counted once, with nothing for training": int((room - 4 * p) // a),
-            "the reserve left out": int((budget - 16 * p) // a),
-        }
+    cases = [(28.6e6, 60e6, 16e9, 1.5e9), (3.7e6, 25e6, 16e9, 1.5e9),
+             (88.6e6, 240e6, 80e9, 2e9), (5.0e6, 27e6, 16e9, 1.5e9)]
+    mistakes = {   # each: the answer that mistake gives in a case
+        "the optimizer's two states per weight left out":
+            lambda p, a, room, budget: int((room - 8 * p) // a),
+        "the gradients left out": lambda p, a, room, budget: int((room - 12 * p) // a),
+        "the weights counted once, with nothing for training":
+            lambda p, a, room, budget: int((room - 4 * p) // a),
+        "the reserve left out": lambda p, a, room, budget: int((budget - 16 * p) // a),
+        "the batch rounded to the nearest integer instead of down":
+            lambda p, a, room, budget: round((room - 16 * p) / a),
+    }
+    answers, wrong = [], None
+    for p, a, budget, reserve in cases:
         got = fn(p, a, budget, reserve)
         if isinstance(got, float) and got.is_integer():
             got = int(got)
-        if got == want:
-            continue
-        named = [m for m, v in mistakes.items() if got == v]
-        extra = f": that is the answer with {' / '.join(named)}" if named else ""
-        raise CheckFailed(f"{p / 1e6:.1f} M parameters, {a / 1e6:.0f} MB per image, "
-                          f"{budget / 1e9:.0f} GB: you give {got!r}, the answer is "
-                          f"{want}{extra}")
+        answers.append(got)
+        want = _max_batch(p, a, budget, reserve)
+        if got != want and wrong is None:
+            wrong = (p, a, budget, got, want)
+    if wrong is None:
+        return
+    # a mistake is named only when it gives the student's answer in every case
+    named = [m for m, f in mistakes.items()
+             if all(got == f(p, a, b - r, b) for got, (p, a, b, r) in zip(answers, cases))]
+    p, a, budget, got, want = wrong
+    extra = f": that is the answer with {' / '.join(named)}" if named else ""
+    raise CheckFailed(f"{p / 1e6:.1f} M parameters, {a / 1e6:.0f} MB per image, "
+                      f"{budget / 1e9:.0f} GB: you give {got!r}, the answer is "
+                      f"{want}{extra}")
+
+
+def _max_batch_rounded(params, activation_bytes_per_image, budget_bytes, reserve_bytes):
+    room = budget_bytes - reserve_bytes - 16 * params
+    return round(room / activation_bytes_per_image)
 
 
 def _max_batch_without_optimizer(params, activation_bytes_per_image, budget_bytes,
@@ -149,6 +174,7 @@ def _max_batch_without_optimizer(params, activation_bytes_per_image, budget_byte
 register(
     Exercise("conv_intensity", 7, 1, check_conv_intensity, reference=lambda: _intensity,
              mistakes={"MACs counted instead of FLOPs": lambda: _intensity_as_macs,
+                       "a bias read with the weights": lambda: _intensity_with_bias,
                        "elements counted instead of bytes": lambda: _intensity_in_elements},
              summary="FLOPs per byte of a k x k convolution, depthwise or dense, fp32"),
     Exercise("fraction_of_peak", 7, 2, check_fraction_of_peak, reference=lambda: _achieved,
@@ -156,6 +182,7 @@ register(
              summary="achieved FLOP/s of a timed model as a fraction of the device's peak"),
     Exercise("max_batch", 7, 3, check_max_batch, reference=lambda: _max_batch,
              mistakes={"the optimizer's two states per weight left out":
-                       lambda: _max_batch_without_optimizer},
+                       lambda: _max_batch_without_optimizer,
+                       "rounded to the nearest integer": lambda: _max_batch_rounded},
              summary="the largest training batch that fits a memory budget, AdamW states counted"),
 )

@@ -46,15 +46,31 @@ def _no_layer_norm(module: nn.Module, what: str) -> None:
                 f"BN, Sec. 4.4, which folds into the conv next to it at inference)")
 
 
-def _same_keys(mine: nn.Module, ref: nn.Module, what: str) -> None:
-    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in mine.state_dict().items()}
-    if got != want:
-        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        wrong = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-        raise CheckFailed(f"{what}: parameters differ from the specification: missing "
-                          f"{missing[:6]}, unexpected {extra[:6]}, "
-                          f"wrong shape {wrong[:4]}")
+def load_reference_weights(mine: nn.Module, ref: nn.Module, what: str) -> None:
+    """Copy ``ref``'s parameters and buffers into ``mine``: by name where the two use
+    the same names, otherwise in the order the layers are registered (so that
+    ``ConvNormAct`` and ``nn.Sequential(nn.Conv2d(...), nn.BatchNorm2d(...))`` both
+    work); a ``CheckFailed`` that lists the first difference when the tensors differ
+    in number or shape."""
+    want, got = ref.state_dict(), mine.state_dict()
+    if list(got) == list(want) and all(got[k].shape == want[k].shape for k in want):
+        mine.load_state_dict(want)
+        return
+    shapes = lambda sd: [tuple(v.shape) for v in sd.values()]
+    if shapes(got) != shapes(want):
+        for i, (k, v) in enumerate(want.items()):
+            mk = list(got)[i] if i < len(got) else None
+            if mk is None or tuple(got[mk].shape) != tuple(v.shape):
+                yours = (f"your tensor {i} is {mk} {tuple(got[mk].shape)}" if mk
+                         else f"you have only {len(got)} tensors")
+                raise CheckFailed(
+                    f"{what}: the layers differ from the specification: tensor {i} "
+                    f"should be {k} {tuple(v.shape)}, {yours} (the check copies the "
+                    f"reference's weights into yours in the order they are registered)")
+        raise CheckFailed(f"{what}: {len(got)} tensors (parameters and buffers), the "
+                          f"specification has {len(want)}: unexpected "
+                          f"{list(got)[len(want):][:4]}")
+    mine.load_state_dict(dict(zip(got, want.values())))
 
 
 # ------------------------------------------------------------------------- the HR-block
@@ -62,10 +78,12 @@ def _same_keys(mine: nn.Module, ref: nn.Module, what: str) -> None:
 
 def check_hr_block(cls) -> None:
     """``cls(dim, mlp_ratio)`` is the HR-block: ``high`` (depthwise 3x3 conv without
-    bias + BN, e.g. ``ConvNormAct(dim, dim, 3, groups=dim, bias=False)``), ``low`` (an
-    ``nn.Sequential`` of ``down``: depthwise 3x3 stride-2 conv + BN, ``fc1``: 1x1 conv
-    to ``int(dim * mlp_ratio)``, ``act``: GELU, ``fc2``: 1x1 conv back to dim), and
-    ``forward(x) = x + high(x) + nearest_upsample(low(x))``."""
+    bias + BN), then ``low`` (depthwise 3x3 stride-2 conv without bias + BN, a 1x1 conv
+    to ``int(dim * mlp_ratio)``, GELU, a 1x1 conv back to dim), and ``forward(x) = x +
+    high(x) + nearest_upsample(low(x))``.  Graded on the output: the reference's
+    weights are copied into the layers in the order they are registered, whatever
+    the modules are called (``ConvNormAct`` or ``nn.Sequential(Conv2d, BatchNorm2d)``).
+    """
     from hirilib.models.hiri_vit import HRBlock
 
     for dim, ratio, (H, W) in ((8, 4, (12, 10)), (16, 2, (8, 8))):
@@ -73,8 +91,7 @@ def check_hr_block(cls) -> None:
         mine = cls(dim, ratio)
         _no_layer_norm(mine, what)
         ref = randomize_(HRBlock(dim, ratio), seed=dim)
-        _same_keys(mine, ref, what)
-        mine.load_state_dict(ref.state_dict())
+        load_reference_weights(mine, ref, what)
         mine.eval()
         x = torch.randn(2, dim, H, W, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -129,6 +146,22 @@ class _HRBlockNoResidual(_HRBlockBilinear):
                                             mode="nearest")
 
 
+class _HRBlockLowFirst(nn.Module):
+    """A typical slip the check cannot grade: ``low`` registered before ``high`` (and a
+    missing BN), so the reference's weights cannot be copied in order."""
+
+    def __init__(self, dim, mlp_ratio=16.0):
+        super().__init__()
+        self.low = nn.Sequential(nn.Conv2d(dim, dim, 3, 2, 1, groups=dim, bias=False),
+                                 nn.Conv2d(dim, int(dim * mlp_ratio), 1), nn.GELU(),
+                                 nn.Conv2d(int(dim * mlp_ratio), dim, 1))
+        self.high = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, bias=False),
+                                  nn.BatchNorm2d(dim))
+
+    def forward(self, x):
+        return x + self.high(x) + F.interpolate(self.low(x), size=x.shape[-2:])
+
+
 # ----------------------------------------------------------------------------- IRDS-b
 
 
@@ -139,7 +172,8 @@ def check_irds_b(cls) -> None:
     hidden, 1, bias=False, act="gelu")``), a depthwise 3x3 stride-2 conv with bias, and
     a 1x1 conv with bias to ``out_dim``; and ``shortcut``, an ``nn.Sequential`` of
     ``pool`` (2x2 average pooling) and ``conv`` (1x1 with bias); ``forward(x) =
-    conv(x) + shortcut(x)``."""
+    conv(x) + shortcut(x)``.  Graded on the output, the reference's weights copied in
+    the order the layers are registered (``conv`` first, then ``shortcut``)."""
     from hirilib.models.hiri_vit import IRDSb
 
     for cin, cout, ratio in ((8, 16, 4), (6, 10, 2)):
@@ -156,8 +190,7 @@ def check_irds_b(cls) -> None:
                               f"the downsampling shortcut that stabilises training "
                               f"(Sec. 4.3)")
         ref = randomize_(IRDSb(cin, cout, ratio), seed=cin)
-        _same_keys(mine, ref, what)
-        mine.load_state_dict(ref.state_dict())
+        load_reference_weights(mine, ref, what)
         mine.eval()
         x = torch.randn(2, cin, 8, 6, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
@@ -208,10 +241,14 @@ class _IRDSbEveryNorm(_IRDSbShortcutUnused):
 # ------------------------------------------------------------------- the HR-stem's cost
 
 
-def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False, bn=2):
+def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False, bn=2,
+                  floor=False):
     """The HR-stem's MACs, optionally with a known mistake (for the messages); ``bn``
-    is what a BatchNorm costs per element."""
-    H2, W2, H4, W4 = H // 2, W // 2, H // 4, W // 4
+    is what a BatchNorm costs per element; ``floor`` takes H // 2 and H // 4 for the
+    maps, where a stride-2 3x3 conv with padding 1 gives ceil(H / 2)."""
+    half = (lambda n: n // 2) if floor else (lambda n: -(-n // 2))
+    H2, W2 = half(H), half(W)
+    H4, W4 = half(H2), half(W2)
     n2, n4 = H2 * W2, H4 * W4
     first = n2 * 27 * hidden + bn * n2 * hidden
     dw = n2 * 9 * hidden * (hidden if dense_dw else 1)
@@ -225,22 +262,29 @@ def _hr_stem_macs(H, W, dim, hidden, dense_dw=False, low_at_half=False, bn=2):
 def check_hr_stem_macs(fn) -> None:
     """``fn(H, W, dim, hidden)`` gives the multiply-accumulates of
     ``HRStem(3, dim, hidden)`` on an H x W image as ``count_flops`` counts them (convs
-    1 per weight use, BN 2 per element; H and W multiples of 4)."""
+    1 per weight use, BN 2 per element), for any H and W: each stride-2 3x3 conv
+    (padding 1) gives a map of ceil(H / 2) x ceil(W / 2), so a 30 x 30 image has
+    15 x 15, then 8 x 8 maps."""
     from hirilib.measure import count_flops
     from hirilib.models.hiri_vit import HRStem
 
-    for H, W, dim, hidden in ((64, 64, 32, 32), (96, 64, 48, 24), (32, 48, 16, 8)):
+    for H, W, dim, hidden in ((64, 64, 32, 32), (96, 64, 48, 24), (32, 48, 16, 8),
+                              (30, 30, 32, 32), (42, 26, 16, 8)):
         want = count_flops(HRStem(3, dim, hidden), (1, 3, H, W))
         got = fn(H, W, dim, hidden)
         what = f"HR-stem({dim}, hidden {hidden}) at {H} x {W}"
-        assert_equal_count(got, want, what, mistakes={
+        mistakes = {
             "the depthwise conv counted as a dense conv (k*k*C per output, not k*k)":
                 _hr_stem_macs(H, W, dim, hidden, dense_dw=True),
             "the low-resolution branch counted at H/2 (its first conv has stride 2)":
                 _hr_stem_macs(H, W, dim, hidden, low_at_half=True),
             "the BatchNorms left out (2 per element each)":
                 _hr_stem_macs(H, W, dim, hidden, bn=0),
-        })
+            "the maps' sides rounded down (H // 2, H // 4); a stride-2 conv with "
+            "padding 1 gives ceil(H / 2)": _hr_stem_macs(H, W, dim, hidden, floor=True),
+        }
+        assert_equal_count(got, want, what, mistakes={
+            k: v for k, v in mistakes.items() if v != want})
 
 
 def _reference_hr_block():
@@ -260,13 +304,14 @@ def _reference_hr_stem_macs():
 
 register(
     Exercise("MyHRBlock", 6, 1, check_hr_block, reference=_reference_hr_block,
-             summary="HIRI-ViT's HR-block x + high(x) + repeat(low(x)), loaded with "
-                     "the reference block's weights",
+             summary="HIRI-ViT's HR-block x + high(x) + repeat(low(x)), graded on "
+                     "its output with the reference's weights",
              mistakes={
                  "bilinear interpolation instead of repetition":
                      lambda: _HRBlockBilinear,
                  "LayerNorm where BatchNorm belongs": lambda: _HRBlockLayerNorm,
-                 "no residual": lambda: _HRBlockNoResidual}),
+                 "no residual": lambda: _HRBlockNoResidual,
+                 "the layers differ from the specification": lambda: _HRBlockLowFirst}),
     Exercise("MyIRDSb", 6, 2, check_irds_b, reference=_reference_irds_b,
              summary="IRDS-b, inverted residual and average-pool shortcut, loaded with "
                      "the reference's weights", mistakes={
@@ -280,5 +325,7 @@ register(
                      lambda: partial(_hr_stem_macs, dense_dw=True),
                  "the low-resolution branch counted at H/2":
                      lambda: partial(_hr_stem_macs, low_at_half=True),
-                 "the BatchNorms left out": lambda: partial(_hr_stem_macs, bn=0)}),
+                 "the BatchNorms left out": lambda: partial(_hr_stem_macs, bn=0),
+                 "the maps' sides rounded down":
+                     lambda: partial(_hr_stem_macs, floor=True)}),
 )

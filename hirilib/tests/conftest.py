@@ -20,11 +20,13 @@ def pytest_configure(config):
 
     if not os.environ.get("HIRILIB_STUDENT", "").strip():
         return
-    from hirilib.checks import all_exercises, sources
+    from hirilib.checks import StudentFileError, all_exercises, sources
 
     try:
         src = sources()
-    except Exception as e:  # the file is missing, or does not import
+    except StudentFileError as e:  # missing, a folder, a syntax error, exits ...
+        raise pytest.UsageError(str(e)) from None
+    except Exception as e:
         raise pytest.UsageError(f"HIRILIB_STUDENT: {type(e).__name__}: {e}") from None
     if not src["student"]:
         names = ", ".join(e.name for e in all_exercises())

@@ -80,7 +80,7 @@ def lr_for(
 
 def res_at(epoch: int, cfg: TrainConfig) -> int:
     """The training resolution of (0-based) ``epoch``: ``res``, or ``final_res`` in the
-    last ``final_epochs`` epochs (progressive resizing, as fastai trains Imagenette:
+    last ``final_epochs`` epochs (progressive resizing, ours: no fastai record uses it;
     most epochs cheap and small, the last ones at the size the model is tested at).
 
     >>> cfg = TrainConfig(res=96, final_res=128, final_epochs=1, epochs=5)
