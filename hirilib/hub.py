@@ -222,12 +222,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     sd = dict(state_dict)
     skipped = [k for k in sd if k.startswith(head_prefix)
                and (k not in own or own[k].shape != sd[k].shape)]
-    if skipped:
-        warnings.warn(f"the classifier in {source} "
-                      f"({', '.join(f'{k} {tuple(sd[k].shape)}' for k in skipped)}) "
-                      f"does not fit the model's; loading everything else")
-        for k in skipped:
-            del sd[k]
+    skipped_shapes = {k: tuple(sd.pop(k).shape) for k in skipped}
     missing = [k for k in own if k not in sd and not (skipped and k.startswith(head_prefix))
                and not k.endswith("num_batches_tracked")]  # a counter, not a weight
     unexpected = [k for k in sd if k not in own]
@@ -243,6 +238,10 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
             parts.append(f"{len(shapes)} of another shape (e.g. {shapes[:2]})")
         raise CheckpointError(f"{source} does not fit this {type(model).__name__}: "
                               f"{'; '.join(parts)}. Is it the weights of another variant?")
+    if skipped:  # warned only once everything else is known to fit
+        warnings.warn(f"the classifier in {source} "
+                      f"({', '.join(f'{k} {v}' for k, v in skipped_shapes.items())}) "
+                      f"does not fit the model's; loading everything else")
     model.load_state_dict(sd, strict=False)
     return model
 

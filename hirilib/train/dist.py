@@ -102,6 +102,29 @@ def init_distributed(device_spec: Optional[str]) -> Dist:
     return Dist(rank, world, local, device)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum of the processes' gradients (each
+    process's output feeds every process's loss)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        t = t.clone()
+        if tdist.is_available() and tdist.is_initialized():
+            tdist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        g = g.clone()
+        if tdist.is_available() and tdist.is_initialized():
+            tdist.all_reduce(g)
+        return g
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch: each
     process's per-channel sums are all-reduced (differentiably, so the gradient is the
@@ -119,8 +142,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _AllReduceSum.apply
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float()
